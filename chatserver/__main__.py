@@ -1,0 +1,4 @@
+"""`python -m chatserver` is the `chatserver` command."""
+from chatserver.cli import main
+
+main()

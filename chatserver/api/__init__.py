@@ -1,0 +1,1 @@
+"""HTTP handlers, grouped by resource, and the one route table."""

@@ -1,0 +1,40 @@
+"""Handlers for /conversations."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chatserver.api.responses import json_response, next_link
+from chatserver.appkeys import CONVERSATIONS, SETTINGS, principal
+from chatserver.conversations import parse_id
+from chatserver.validation import query_int, read_json_object
+
+
+async def create_conversation(request: web.Request) -> web.Response:
+    body = await read_json_object(request, request.app[SETTINGS].server.max_json_depth)
+    created = await request.app[CONVERSATIONS].create(principal(request), body)
+    return json_response({"id": created["id"]}, status=201)
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    conversation_id = parse_id(request.match_info["conversation_id"])
+    return json_response(await request.app[CONVERSATIONS].get(principal(request), conversation_id))
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    limits = request.app[SETTINGS].messages
+    limit = query_int(request, "limit", default=limits.page_default, minimum=1,
+                      maximum=limits.page_max)
+    assert limit is not None
+    items, cursor = await request.app[CONVERSATIONS].list(
+        principal(request), request.query.get("before"), limit
+    )
+    headers = next_link(request, before=cursor) if cursor else None
+    return json_response(items, headers=headers)
+
+
+async def update_conversation(request: web.Request) -> web.Response:
+    conversation_id = parse_id(request.match_info["conversation_id"])
+    body = await read_json_object(request, request.app[SETTINGS].server.max_json_depth)
+    updated = await request.app[CONVERSATIONS].update(principal(request), conversation_id, body)
+    return json_response(updated)

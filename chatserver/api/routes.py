@@ -1,0 +1,27 @@
+"""The route table: every route named, served at the root and again under /api."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chatserver.api import conversations, health, messages
+
+CONVERSATION = "/conversations/{conversation_id}"
+
+ROUTES = [
+    ("GET", "/healthz", health.healthz, "healthz"),
+    ("GET", "/readyz", health.readyz, "readyz"),
+    ("POST", "/conversations", conversations.create_conversation, "create_conversation"),
+    ("GET", "/conversations", conversations.list_conversations, "list_conversations"),
+    ("GET", CONVERSATION, conversations.get_conversation, "get_conversation"),
+    ("PATCH", CONVERSATION, conversations.update_conversation, "update_conversation"),
+    ("POST", CONVERSATION + "/messages", messages.post_message, "post_message"),
+    ("GET", CONVERSATION + "/messages", messages.list_messages, "list_messages"),
+    ("PATCH", CONVERSATION + "/messages/{message_id}", messages.update_message, "update_message"),
+]
+
+
+def setup_routes(app: web.Application) -> None:
+    for method, path, handler, name in ROUTES:
+        app.router.add_route(method, path, handler, name=name)
+        app.router.add_route(method, "/api" + path, handler, name="api." + name)

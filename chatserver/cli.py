@@ -1,0 +1,132 @@
+"""The `chatserver` command: serve, migrate, and API key management."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from chatserver.app import create_app, resolve_dsn, run_migrations
+from chatserver.appkeys import DB_POOL, SETTINGS
+from chatserver.auth import create_api_key
+from chatserver.config import ConfigError, Settings
+from chatserver.logs import AccessLogger, setup_logging
+from chatserver.store import api_keys
+
+DEFAULT_CONFIG = "config.toml"
+BOOTSTRAP_LOCK_ID = 7_295_002
+
+
+def load_settings(path: str | None) -> Settings:
+    """--config PATH, else CHATSERVER_CONFIG, else ./config.toml when present, else defaults."""
+    path = path or os.environ.get("CHATSERVER_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return Settings.load(path)
+
+
+async def bootstrap_key(app: web.Application) -> None:
+    """On first start, with no active key, create one and print it once with a curl line."""
+    async with app[DB_POOL].acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK_ID)
+        if await api_keys.count_active_keys(conn):
+            return
+        key, _row = await create_api_key(conn, "default", None)
+    port = app[SETTINGS].server.port
+    print(
+        f"\nCreated the first API key (admin; shown only now, store it):\n\n    {key}\n\n"
+        "Try it:\n\n"
+        f"    curl http://localhost:{port}/api/conversations \\\n"
+        f"      -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+        """      --data-raw '{"channel":"API","usecase":"DEFAULT"}'\n""",
+        flush=True,
+    )
+
+
+def run_serve(settings: Settings) -> None:
+    setup_logging(settings.server.log_level)
+    app = create_app(settings)
+    app.on_startup.append(bootstrap_key)
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        access_log_class=AccessLogger,
+        print=lambda text: print(text, flush=True),
+    )
+
+
+async def _with_db(settings: Settings) -> asyncpg.Connection:
+    dsn = await resolve_dsn(settings)
+    await run_migrations(dsn)
+    return await asyncpg.connect(dsn)
+
+
+async def run_migrate(settings: Settings) -> None:
+    dsn = await resolve_dsn(settings)
+    applied = await run_migrations(dsn)
+    print(f"applied {len(applied)} migration(s): {applied}" if applied else "schema is up to date")
+
+
+async def run_keys(settings: Settings, args: argparse.Namespace) -> int:
+    conn = await _with_db(settings)
+    try:
+        if args.keys_command == "create":
+            key, row = await create_api_key(conn, args.name, args.team)
+            print(key)
+            print(f"id={row['id'].hex} name={row['name']} team={row['team_id']}", file=sys.stderr)
+        elif args.keys_command == "list":
+            for row in await api_keys.list_keys(conn):
+                state = "revoked" if row["revoked_at"] else "active"
+                print(f"{row['id'].hex}  {row['name']}  team={row['team_id']}  {state}  "
+                      f"created={row['created_at']:%Y-%m-%d %H:%M}")
+        elif args.keys_command == "revoke":
+            if not await api_keys.revoke_key(conn, uuid.UUID(hex=args.id)):
+                print(f"no active key with id {args.id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.id}")
+    finally:
+        await conn.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatserver", description=__doc__)
+    parser.add_argument("--config", help="settings file (default: ./config.toml if present)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP and websocket server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    sub.add_parser("migrate", help="apply pending database migrations")
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--team", type=int, default=None, help="team id (omit for an admin key)")
+    keys_sub.add_parser("list", help="list keys (never the secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        sys.exit(f"chatserver: configuration error: {exc}")
+    if args.command == "serve":
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        run_serve(settings.replace(server=overrides) if overrides else settings)
+    elif args.command == "migrate":
+        asyncio.run(run_migrate(settings))
+    elif args.command == "keys":
+        sys.exit(asyncio.run(run_keys(settings, args)))

@@ -1,0 +1,174 @@
+"""Settings: parsed once from config.toml and CHATSERVER_* environment variables into dataclasses.
+
+One rule maps every setting to an environment variable: `[section] key` is
+`CHATSERVER_SECTION_KEY`. `PORT` also sets `[server] port`, as Procfile platforms expect.
+Environment variables win over the file. An unknown key or a bad value raises ConfigError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CHATSERVER_"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or its value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    log_level: str = "INFO"
+    max_body_bytes: int = 1_048_576
+    max_json_depth: int = 32
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""
+    data_dir: str = ".chatserver/pgdata"
+    pool_min_size: int = 2
+    pool_max_size: int = 20
+    command_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    max_content_bytes: int = 65_536
+    page_default: int = 50
+    page_max: int = 500
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    messages: MessageSettings = field(default_factory=MessageSettings)
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Read `path` (if given and present), then overlay the environment."""
+        environ = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    raw = tomllib.load(f)
+            except FileNotFoundError:
+                raise ConfigError(f"config file not found: {path}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+        return cls.from_mapping(raw, environ)
+
+    @classmethod
+    def from_mapping(
+        cls, raw: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        environ = {} if environ is None else environ
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        for name in raw:
+            if name not in sections:
+                raise ConfigError(f"unknown config section [{name}]")
+        built = {}
+        for name, fld in sections.items():
+            section_raw = raw.get(name, {})
+            if not isinstance(section_raw, Mapping):
+                raise ConfigError(f"[{name}] must be a table")
+            built[name] = _build_section(name, _section_type(cls, fld), section_raw, environ)
+        return cls(**built)
+
+    def replace(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some keys of some sections changed: replace(server={"port": 0})."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **values)
+            for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+
+def _section_type(owner: type, fld: dataclasses.Field[Any]) -> type:
+    hints = typing.get_type_hints(owner)
+    return typing.cast(type, hints[fld.name])
+
+
+def _build_section(
+    name: str, section_cls: type, raw: Mapping[str, Any], environ: Mapping[str, str]
+) -> Any:
+    hints = typing.get_type_hints(section_cls)
+    known = {f.name for f in dataclasses.fields(section_cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown config key [{name}] {key}")
+    values: dict[str, Any] = {}
+    for key in known:
+        env_name = f"{ENV_PREFIX}{name}_{key}".upper()
+        label = f"[{name}] {key}"
+        if env_name in environ:
+            values[key] = _parse_env(f"{label} (env {env_name})", hints[key], environ[env_name])
+        elif key in raw:
+            values[key] = _check_type(label, hints[key], raw[key])
+    if name == "server" and "PORT" in environ and f"{ENV_PREFIX}SERVER_PORT" not in environ:
+        values["port"] = _parse_env("[server] port (env PORT)", int, environ["PORT"])
+    return section_cls(**values)
+
+
+def _parse_env(label: str, typ: Any, text: str) -> Any:
+    if typ is str:
+        return text
+    if typ is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{label}: expected true or false, got {text!r}")
+    if typ in (int, float):
+        try:
+            return typ(text.strip())
+        except ValueError:
+            raise ConfigError(f"{label}: expected a number, got {text!r}") from None
+    if _is_list(typ):
+        item = typing.get_args(typ)[0]
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        return tuple(_parse_env(label, item, p) for p in parts)
+    raise ConfigError(f"{label}: unsupported type {typ}")
+
+
+def _check_type(label: str, typ: Any, value: Any) -> Any:
+    if _is_list(typ):
+        if not isinstance(value, list):
+            raise ConfigError(f"{label}: expected a list, got {value!r}")
+        item = typing.get_args(typ)[0]
+        return tuple(_check_type(label, item, v) for v in value)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, bool):
+        raise ConfigError(f"{label}: expected an integer, got {value!r}")
+    if not isinstance(value, typ):
+        raise ConfigError(f"{label}: expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def _is_list(typ: Any) -> bool:
+    return typing.get_origin(typ) is tuple or (
+        isinstance(typ, types.GenericAlias) and typ.__origin__ is tuple
+    )

@@ -1,0 +1,151 @@
+"""Message rules: validation, idempotent posting with ack-after-commit, history pages, updates.
+
+The write path is one transaction per message (seq + row; later issues add the outbox row in the
+same transaction). Whatever is published about a message happens after its commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from chatserver.auth import Principal
+from chatserver.config import MessageSettings
+from chatserver.conversations import ConversationService
+from chatserver.models import (
+    MEDIA_CONTENT_TYPES,
+    ContentType,
+    MessageStatus,
+    MessageType,
+    message_json,
+)
+from chatserver.problems import Problem, ValidationProblem, not_found
+from chatserver.store import messages as store
+from chatserver.store.messages import NewMessage
+from chatserver.validation import Fields
+
+POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id")
+PATCH_FIELDS = ("status", "metadata")
+CLIENT_ID_MAX = 200
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The stored message, and whether this call created it (False for an idempotent replay)."""
+
+    message: dict[str, Any]
+    created: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[dict[str, Any]]
+    more: bool
+
+
+def _client_id(fields: Fields, header_key: str | None) -> str | None:
+    client_id = fields.string("client_id", max_length=CLIENT_ID_MAX, min_length=1)
+    if header_key is not None:
+        if len(header_key) > CLIENT_ID_MAX or not header_key:
+            fields.fail("Idempotency-Key", f"must be 1 to {CLIENT_ID_MAX} characters")
+        elif client_id is not None and client_id != header_key:
+            fields.fail("client_id", "differs from the Idempotency-Key header")
+        client_id = client_id or header_key
+    return client_id
+
+
+class MessageService:
+    def __init__(
+        self, pool: asyncpg.Pool, conversations: ConversationService, settings: MessageSettings
+    ) -> None:
+        self.pool = pool
+        self.conversations = conversations
+        self.settings = settings
+
+    def validate_new(
+        self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any],
+        header_key: str | None = None,
+    ) -> NewMessage:
+        fields = Fields(body)
+        fields.reject_unknown(POST_FIELDS)
+        content = fields.string("content", required=True, nullable=False)
+        if isinstance(content, str) and len(content.encode()) > self.settings.max_content_bytes:
+            fields.fail("content", f"must be at most {self.settings.max_content_bytes} bytes")
+        content_type = fields.choice("content_type", ContentType, default=ContentType.TEXT)
+        filename = fields.string("filename", max_length=1024, min_length=1)
+        if content_type in MEDIA_CONTENT_TYPES and not filename:
+            fields.fail("filename", f"is required for content_type {content_type}")
+        msg_type = fields.choice("type", MessageType, default=MessageType.USER_INPUT)
+        status = fields.choice("status", MessageStatus, default=MessageStatus.RECEIVED)
+        metadata = fields.obj("metadata", default={})
+        client_id = _client_id(fields, header_key)
+        fields.raise_if_invalid()
+        return NewMessage(
+            conversation_id=conversation_id, content=content, content_type=str(content_type),
+            filename=filename, type=str(msg_type), status=str(status), metadata=metadata,
+            client_id=client_id, created_by=principal.name,
+        )
+
+    async def post(self, principal: Principal, new: NewMessage) -> Posted:
+        await self.conversations.get_row(principal, new.conversation_id)
+        async with self.pool.acquire() as conn:
+            if new.client_id is not None:
+                existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
+                if existing is not None:
+                    return self._replay(new, existing)
+            try:
+                async with conn.transaction():
+                    row = await store.insert_message(conn, new)
+            except asyncpg.UniqueViolationError:
+                # A concurrent request with the same client_id committed first.
+                existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
+                return self._replay(new, existing)
+        if row is None:
+            raise not_found()
+        return Posted(message_json(row), created=True)
+
+    @staticmethod
+    def _replay(new: NewMessage, existing: Any) -> Posted:
+        if not new.same_request(existing):
+            raise Problem(
+                422, "client_id was already used for a different message in this conversation",
+                title="Idempotency key reused", invalid_params=[("client_id", "already used")],
+            )
+        return Posted(message_json(existing), created=False)
+
+    async def page(
+        self, principal: Principal, conversation_id: uuid.UUID, *, before: int | None,
+        after: int | None, limit: int, ascending: bool,
+    ) -> Page:
+        await self.conversations.get_row(principal, conversation_id)
+        async with self.pool.acquire() as conn:
+            rows = await store.list_messages(
+                conn, conversation_id, before=before, after=after, limit=limit + 1,
+                ascending=ascending,
+            )
+        return Page([message_json(r) for r in rows[:limit]], more=len(rows) > limit)
+
+    async def update(
+        self, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        if principal.conversation_id is not None:
+            raise not_found()
+        await self.conversations.get_row(principal, conversation_id)
+        fields = Fields(body)
+        fields.reject_unknown(PATCH_FIELDS)
+        status = fields.choice("status", MessageStatus)
+        metadata = fields.obj("metadata")
+        fields.raise_if_invalid()
+        if status is None and metadata is None:
+            raise ValidationProblem([("body", "give status and/or metadata to change")])
+        async with self.pool.acquire() as conn:
+            row = await store.update_message(
+                conn, conversation_id, message_id, str(status) if status else None, metadata
+            )
+        if row is None:
+            raise not_found("message")
+        return message_json(row)

@@ -1,0 +1,81 @@
+"""The domain's vocabulary: enums of allowed values, and records rendered as API JSON objects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Channel(StrEnum):
+    API = "API"
+
+
+class Usecase(StrEnum):
+    DEFAULT = "DEFAULT"
+    WORKFLOW_EXECUTION = "WORKFLOW_EXECUTION"
+
+
+class ContentType(StrEnum):
+    TEXT = "TEXT"
+    IMAGE = "IMAGE"
+    VIDEO = "VIDEO"
+    AUDIO = "AUDIO"
+    FILE = "FILE"
+
+
+# Content types that point at a file and so need a filename.
+MEDIA_CONTENT_TYPES = frozenset(
+    {ContentType.IMAGE, ContentType.VIDEO, ContentType.AUDIO, ContentType.FILE}
+)
+
+
+class MessageType(StrEnum):
+    USER_INPUT = "USER_INPUT"  # written by a person
+    AGENT_OUTPUT = "AGENT_OUTPUT"  # written by an agent or workflow answering
+    SYSTEM = "SYSTEM"  # notices from the platform (joined, workflow started, ...)
+
+
+class MessageStatus(StrEnum):
+    RECEIVED = "RECEIVED"  # stored, nobody has worked on it yet
+    PROCESSING = "PROCESSING"  # a consumer is working on it
+    PROCESSED = "PROCESSED"  # handled
+    FAILED = "FAILED"  # handling failed
+
+
+def iso(ts: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as every API timestamp is rendered."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def conversation_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"].hex,
+        "channel": row["channel"],
+        "usecase": row["usecase"],
+        "config": row["config"],
+        "metadata": row["metadata"],
+        "team_id": row["team_id"],
+        "last_seq": row["last_seq"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def message_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"].hex,
+        "conversation_id": row["conversation_id"].hex,
+        "seq": row["seq"],
+        "client_id": row["client_id"],
+        "content": row["content"],
+        "content_type": row["content_type"],
+        "filename": row["filename"],
+        "type": row["type"],
+        "channel": row["channel"],
+        "status": row["status"],
+        "metadata": row["metadata"],
+        "created_by": row["created_by"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }

@@ -1,0 +1,116 @@
+"""RFC 9457 problem details: the one shape of every error response, and the middleware that makes it.
+
+Handlers and services raise `Problem` (or one of its helpers); the middleware renders it as
+`application/problem+json`. aiohttp's own HTTP errors (unknown route, wrong method, body too large)
+are rendered the same way. Anything else is a 500 with a request id and no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+REQUEST_ID = web.RequestKey("request_id", str)
+
+log = logging.getLogger("chatserver.http")
+
+PROBLEM_JSON = "application/problem+json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Problem(Exception):
+    """An error to answer with: status, a short title, a detail and optional invalid params."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        invalid_params: Iterable[tuple[str, str]] = (),
+        headers: Mapping[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title or HTTPStatus(status).phrase
+        self.detail = detail
+        self.invalid_params = list(invalid_params)
+        self.headers = dict(headers or {})
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.code:
+            body["code"] = self.code
+        if self.invalid_params:
+            body["invalid-params"] = [
+                {"name": name, "reason": reason} for name, reason in self.invalid_params
+            ]
+        return body
+
+
+class ValidationProblem(Problem):
+    """400 naming each bad field."""
+
+    def __init__(self, invalid_params: Iterable[tuple[str, str]], status: int = 400) -> None:
+        params = list(invalid_params)
+        detail = "; ".join(f"{name}: {reason}" for name, reason in params)
+        super().__init__(status, detail, title="Invalid request", invalid_params=params)
+
+
+def not_found(what: str = "conversation") -> Problem:
+    return Problem(404, f"{what} not found")
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="chatserver"'})
+
+
+def problem_response(problem: Problem, request_id: str | None = None) -> web.Response:
+    body = problem.body()
+    if request_id:
+        body["request_id"] = request_id
+    return web.Response(
+        status=problem.status,
+        body=orjson.dumps(body),
+        content_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> Problem:
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    return Problem(exc.status, detail or exc.reason, headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except Problem as problem:
+        return problem_response(problem, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_from_http_exception(exc), request_id)
+    except Exception:
+        log.exception("unhandled error, request_id=%s %s %s", request_id, request.method,
+                      request.rel_url.path)
+        return problem_response(Problem(500, "internal error; quote the request_id"), request_id)
+    return response

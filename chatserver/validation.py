@@ -1,0 +1,169 @@
+"""Reading untrusted JSON: body parsing with size/depth/NUL checks, and typed field readers.
+
+Every reader records a bad field as (dotted name, reason) and the caller raises one
+ValidationProblem naming all of them, so a client learns every mistake at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+
+from chatserver.problems import ValidationProblem
+
+BIGINT_MIN = -(2**63)
+BIGINT_MAX = 2**63 - 1
+
+E = TypeVar("E", bound=StrEnum)
+_MISSING: Any = object()
+
+
+def check_json_value(value: Any, max_depth: int, path: str = "") -> list[tuple[str, str]]:
+    """Problems Postgres would choke on: over-deep nesting, NUL characters, huge integers."""
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        name = where or "body"
+        if isinstance(item, dict | list):
+            if depth >= max_depth:
+                problems.append((name, f"nested deeper than {max_depth} levels"))
+                continue
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str) and "\x00" in key:
+                    problems.append((name, "keys must not contain NUL characters"))
+                child_path = f"{where}.{key}" if where else str(key)
+                if isinstance(item, list):
+                    child_path = f"{where}[{key}]"
+                stack.append((child, child_path, depth + 1))
+        elif isinstance(item, str) and "\x00" in item:
+            problems.append((name, "must not contain NUL characters"))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not BIGINT_MIN <= item <= BIGINT_MAX:
+                problems.append((name, "integer out of range"))
+    return problems
+
+
+async def read_json_object(request: web.Request, max_depth: int) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 problem (the content type is not policed)."""
+    raw = await request.read()
+    if not raw.strip():
+        raise ValidationProblem([("body", "a JSON object is required")])
+    return parse_json_object(raw, max_depth)
+
+
+def parse_json_object(raw: bytes | str, max_depth: int) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationProblem([("body", f"malformed JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ValidationProblem([("body", "must be a JSON object")])
+    problems = check_json_value(data, max_depth)
+    if problems:
+        raise ValidationProblem(problems)
+    return data
+
+
+class Fields:
+    """Typed, recorded reads of one JSON object's fields."""
+
+    def __init__(self, data: dict[str, Any], prefix: str = "") -> None:
+        self.data = data
+        self.prefix = prefix
+        self.errors: list[tuple[str, str]] = []
+
+    def name(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def fail(self, key: str, reason: str) -> None:
+        self.errors.append((self.name(key), reason))
+
+    def reject_unknown(self, allowed: Iterable[str]) -> None:
+        allowed = set(allowed)
+        for key in self.data:
+            if key not in allowed:
+                self.fail(key, "unknown field")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def string(
+        self, key: str, *, required: bool = False, default: Any = None, max_length: int | None = None,
+        nullable: bool = True, min_length: int = 0,
+    ) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or (value is None and nullable and not required):
+            if required:
+                self.fail(key, "is required")
+            return default
+        if not isinstance(value, str):
+            self.fail(key, "must be a string")
+            return default
+        if len(value) < min_length:
+            self.fail(key, "must not be empty" if min_length == 1 else f"at least {min_length} characters")
+        if max_length is not None and len(value) > max_length:
+            self.fail(key, f"must be at most {max_length} characters")
+        return value
+
+    def choice(self, key: str, enum: type[E], *, default: E | None = None) -> E | None:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        try:
+            return enum(value)
+        except (ValueError, TypeError):
+            allowed = ", ".join(m.value for m in enum)
+            self.fail(key, f"must be one of {allowed}")
+            return default
+
+    def integer(
+        self, key: str, *, required: bool = False, minimum: int = BIGINT_MIN,
+        maximum: int = BIGINT_MAX, default: Any = None,
+    ) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.fail(key, "is required")
+            return default
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.fail(key, "must be an integer")
+            return default
+        if not minimum <= value <= maximum:
+            self.fail(key, f"must be between {minimum} and {maximum}")
+            return default
+        return value
+
+    def obj(self, key: str, *, default: Any = None) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            return default
+        if not isinstance(value, dict):
+            self.fail(key, "must be a JSON object")
+            return default
+        return value
+
+    def raise_if_invalid(self) -> None:
+        if self.errors:
+            raise ValidationProblem(self.errors)
+
+
+def query_int(
+    request: web.Request, key: str, *, default: int | None = None, minimum: int = 0,
+    maximum: int = BIGINT_MAX,
+) -> int | None:
+    text = request.query.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValidationProblem([(key, "must be an integer")]) from None
+    if not minimum <= value <= maximum:
+        raise ValidationProblem([(key, f"must be between {minimum} and {maximum}")])
+    return value
