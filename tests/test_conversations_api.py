@@ -203,3 +203,14 @@ async def test_unknown_route_and_method_are_problems(api: Api) -> None:
     status, body, headers = await api.call("DELETE", "/conversations")
     assert status == 405
     assert "Allow" in headers
+
+
+async def test_unexpected_failure_is_a_500_without_internals(api: Api, db, caplog) -> None:
+    conversation_id = await api.create_conversation()
+    await db.execute("ALTER TABLE messages RENAME COLUMN content TO body")
+    status, body, headers = await api.call("GET", f"/conversations/{conversation_id}/messages")
+    assert status == 500
+    assert body["detail"] == "internal error; quote the request_id"
+    assert "content" not in str(body) and "column" not in str(body)
+    assert headers["X-Request-Id"] == body["request_id"]
+    assert body["request_id"] in caplog.text
