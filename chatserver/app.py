@@ -14,14 +14,17 @@ from aiohttp import web
 
 from chatserver.api.middleware import auth_middleware
 from chatserver.api.routes import setup_routes
-from chatserver.appkeys import CONVERSATIONS, DB_POOL, MESSAGES, SETTINGS
+from chatserver.api.metrics import metrics_middleware
+from chatserver.appkeys import CONVERSATIONS, DB_POOL, MESSAGES, METRICS, SETTINGS, SUPERVISOR
 from chatserver.config import Settings
 from chatserver.conversations import ConversationService
 from chatserver.db.embedded import start_embedded
 from chatserver.db.migrate import migrate
 from chatserver.db.pool import create_pool
 from chatserver.messages import MessageService
+from chatserver.metrics import Metrics, StateCollector
 from chatserver.problems import problem_middleware
+from chatserver.supervisor import Supervisor, TaskState
 
 log = logging.getLogger("chatserver.app")
 
@@ -49,6 +52,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await run_migrations(dsn)
     pool = await create_pool(dsn, settings.database)
     app[DB_POOL] = pool
+    watch_pool(app[METRICS], pool)
     conversations = ConversationService(pool)
     app[CONVERSATIONS] = conversations
     app[MESSAGES] = MessageService(pool, conversations, settings.messages)
@@ -56,12 +60,33 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+async def supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
+    supervisor = Supervisor()
+    app[SUPERVISOR] = supervisor
+    app[METRICS].watch(StateCollector(
+        "chatserver_task_up", "1 while a supervised background task runs", ["task"],
+        lambda: {(n, ): float(h.state is TaskState.RUNNING) for n, h in supervisor.health.items()},
+    ))
+    yield
+    await supervisor.close()
+
+
+def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
+    metrics.watch(StateCollector(
+        "chatserver_db_pool_connections", "Database pool connections by state", ["state"],
+        lambda: {("in_use",): pool.get_size() - pool.get_idle_size(),
+                 ("idle",): pool.get_idle_size()},
+    ))
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware],
+        middlewares=[metrics_middleware, problem_middleware, auth_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(supervisor_ctx)
     setup_routes(app)
     return app

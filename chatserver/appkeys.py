@@ -9,11 +9,15 @@ from chatserver.auth import Principal
 from chatserver.config import Settings
 from chatserver.conversations import ConversationService
 from chatserver.messages import MessageService
+from chatserver.metrics import Metrics
+from chatserver.supervisor import Supervisor
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 CONVERSATIONS = web.AppKey("conversations", ConversationService)
 MESSAGES = web.AppKey("messages", MessageService)
+METRICS = web.AppKey("metrics", Metrics)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

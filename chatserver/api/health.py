@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from chatserver.api.responses import json_response
-from chatserver.appkeys import DB_POOL
+from chatserver.appkeys import DB_POOL, SUPERVISOR
 
 READY_TIMEOUT = 2.0
 
@@ -23,10 +23,12 @@ async def readyz(request: web.Request) -> web.Response:
             async with request.app[DB_POOL].acquire() as conn:
                 await conn.fetchval("SELECT 1")
         checks["database"] = "ok"
-    except (OSError, asyncio.TimeoutError, Exception) as exc:  # any failure means not ready
+    except Exception as exc:  # any failure at all means not ready
         checks["database"] = f"unavailable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
+    supervisor = request.app[SUPERVISOR]
+    ready = all(v == "ok" for v in checks.values()) and supervisor.healthy()
     return json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {"status": "ready" if ready else "unavailable", "checks": checks,
+         "tasks": supervisor.report()},
         status=200 if ready else 503,
     )

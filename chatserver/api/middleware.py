@@ -9,7 +9,7 @@ from chatserver.auth import bearer_token, principal_for_key
 from chatserver.problems import Handler, unauthorized
 
 # Route names (without the "api." prefix) that anyone may call.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz"})
+PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 
 
 def route_name(request: web.Request) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatserver.api import conversations, health, messages
+from chatserver.api import metrics as metrics_api
 
 CONVERSATION = "/conversations/{conversation_id}"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
     ("GET", "/readyz", health.readyz, "readyz"),
+    ("GET", "/metrics", metrics_api.metrics, "metrics"),
     ("POST", "/conversations", conversations.create_conversation, "create_conversation"),
     ("GET", "/conversations", conversations.list_conversations, "list_conversations"),
     ("GET", CONVERSATION, conversations.get_conversation, "get_conversation"),
