@@ -51,7 +51,7 @@ async def bootstrap_key(app: web.Application) -> None:
 
 
 def run_serve(settings: Settings) -> None:
-    setup_logging(settings.server.log_level)
+    setup_logging(settings.server.log_level, settings.server.log_format)
     app = create_app(settings)
     app.on_startup.append(bootstrap_key)
     web.run_app(

@@ -28,7 +28,9 @@ class ConfigError(ValueError):
 class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 8080
-    log_level: str = "INFO"
+    log_level: str = field(
+        default="INFO", metadata={"choices": ("DEBUG", "INFO", "WARNING", "ERROR")})
+    log_format: str = field(default="text", metadata={"choices": ("text", "json")})
     max_body_bytes: int = 1_048_576
     max_json_depth: int = 32
     shutdown_timeout: float = 10.0
@@ -128,10 +130,19 @@ def _build_section(
             values[key] = _check_type(label, hints[key], raw[key])
     if name == "server" and "PORT" in environ and f"{ENV_PREFIX}SERVER_PORT" not in environ:
         values["port"] = _parse_env("[server] port (env PORT)", int, environ["PORT"])
-    for key, value in values.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"[{name}] {key}: must not be negative, got {value!r}")
+    for fld in dataclasses.fields(section_cls):
+        _check_value(f"[{name}] {fld.name}", fld, values.get(fld.name))
     return section_cls(**values)
+
+
+def _check_value(label: str, fld: dataclasses.Field[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"{label}: must not be negative, got {value!r}")
+    choices = fld.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{label}: must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _parse_env(label: str, typ: Any, text: str) -> Any:

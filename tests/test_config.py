@@ -54,3 +54,27 @@ def test_bad_environment_value_names_the_variable() -> None:
 def test_negative_numbers_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"\[messages\] page_max"):
         Settings.load(None, environ={"CHATSERVER_MESSAGES_PAGE_MAX": "-1"})
+
+
+def test_choice_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"\[server\] log_format: must be one of text, json"):
+        Settings.load(None, environ={"CHATSERVER_SERVER_LOG_FORMAT": "xml"})
+
+
+def test_json_log_lines(capsys) -> None:
+    import json
+    import logging
+
+    from chatserver.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging("INFO", "json")
+    try:
+        logging.getLogger("chatserver.test").info("hello %s", "there", extra={"request_id": "r1"})
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["msg"] == "hello there"
+    assert line["request_id"] == "r1"
+    assert line["logger"] == "chatserver.test"
