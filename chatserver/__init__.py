@@ -1,3 +1,3 @@
-"""chatserver: a real-time chat server (REST and websockets on Postgres, Redis fan-out, webhooks)."""
+"""chatserver: real-time chat (REST and websockets on Postgres, Redis fan-out, webhooks)."""
 
 __version__ = "0.1.0"

@@ -12,10 +12,19 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from chatserver.api.cors import cors_middleware
+from chatserver.api.metrics import metrics_middleware
 from chatserver.api.middleware import auth_middleware
 from chatserver.api.routes import setup_routes
-from chatserver.api.metrics import metrics_middleware
-from chatserver.appkeys import CONVERSATIONS, DB_POOL, MESSAGES, METRICS, SETTINGS, SUPERVISOR
+from chatserver.appkeys import (
+    CONVERSATIONS,
+    DB_POOL,
+    MESSAGES,
+    METRICS,
+    RATE_LIMITER,
+    SETTINGS,
+    SUPERVISOR,
+)
 from chatserver.config import Settings
 from chatserver.conversations import ConversationService
 from chatserver.db.embedded import start_embedded
@@ -24,6 +33,7 @@ from chatserver.db.pool import create_pool
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.problems import problem_middleware
+from chatserver.ratelimit import KeyedLimiter
 from chatserver.supervisor import Supervisor, TaskState
 
 log = logging.getLogger("chatserver.app")
@@ -81,11 +91,14 @@ def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, problem_middleware, auth_middleware],
+        middlewares=[metrics_middleware, cors_middleware, problem_middleware, auth_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[RATE_LIMITER] = KeyedLimiter(
+        settings.limits.requests_per_second_per_key, settings.limits.request_burst_per_key
+    )
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     setup_routes(app)

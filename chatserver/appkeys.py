@@ -10,6 +10,7 @@ from chatserver.config import Settings
 from chatserver.conversations import ConversationService
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
+from chatserver.ratelimit import KeyedLimiter
 from chatserver.supervisor import Supervisor
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -18,6 +19,7 @@ CONVERSATIONS = web.AppKey("conversations", ConversationService)
 MESSAGES = web.AppKey("messages", MessageService)
 METRICS = web.AppKey("metrics", Metrics)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+RATE_LIMITER = web.AppKey("rate_limiter", KeyedLimiter)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

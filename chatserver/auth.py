@@ -26,12 +26,17 @@ _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an API key (team-scoped or admin), or a browser token for one conversation."""
+    """The caller: an API key (team-scoped or admin), or a browser token for one conversation."""
 
     name: str
     team_id: int | None
     key_id: uuid.UUID | None = None
     conversation_id: uuid.UUID | None = None
+
+    @property
+    def rate_key(self) -> object:
+        """What rate limits count against: the key, or the token's conversation and user."""
+        return self.key_id or (self.conversation_id, self.name)
 
     @property
     def is_admin(self) -> bool:

@@ -34,6 +34,7 @@ class ServerSettings:
     max_body_bytes: int = 1_048_576
     max_json_depth: int = 32
     shutdown_timeout: float = 10.0
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,18 @@ class MessageSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    requests_per_second_per_key: float = 100.0
+    request_burst_per_key: int = 200
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     messages: MessageSettings = field(default_factory=MessageSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @classmethod
     def load(

@@ -34,8 +34,8 @@ class Metrics:
         self.sockets_open = Gauge(
             "chatserver_sockets_open", "Websockets open on this instance", registry=r)
         self.fanout_latency = Histogram(
-            "chatserver_fanout_latency_seconds", "Commit to local delivery", buckets=LATENCY_BUCKETS,
-            registry=r)
+            "chatserver_fanout_latency_seconds", "Commit to local delivery",
+            buckets=LATENCY_BUCKETS, registry=r)
         self.webhook_attempts = Counter(
             "chatserver_webhook_attempts", "Webhook delivery attempts", ["result"], registry=r)
         self.bus_reconnects = Counter(

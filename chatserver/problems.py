@@ -1,4 +1,4 @@
-"""RFC 9457 problem details: the one shape of every error response, and the middleware that makes it.
+"""RFC 9457 problem details: the one shape of every error response, and its middleware.
 
 Handlers and services raise `Problem` (or one of its helpers); the middleware renders it as
 `application/problem+json`. aiohttp's own HTTP errors (unknown route, wrong method, body too large)

@@ -35,7 +35,7 @@ def check_json_value(value: Any, max_depth: int, path: str = "") -> list[tuple[s
                 continue
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             for key, child in pairs:
-                if isinstance(key, str) and "\x00" in key:
+                if isinstance(item, dict) and "\x00" in key:
                     problems.append((name, "keys must not contain NUL characters"))
                 child_path = f"{where}.{key}" if where else str(key)
                 if isinstance(item, list):
@@ -43,9 +43,8 @@ def check_json_value(value: Any, max_depth: int, path: str = "") -> list[tuple[s
                 stack.append((child, child_path, depth + 1))
         elif isinstance(item, str) and "\x00" in item:
             problems.append((name, "must not contain NUL characters"))
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not BIGINT_MIN <= item <= BIGINT_MAX:
-                problems.append((name, "integer out of range"))
+        elif isinstance(item, int) and not BIGINT_MIN <= item <= BIGINT_MAX:
+            problems.append((name, "integer out of range"))
     return problems
 
 
@@ -94,8 +93,8 @@ class Fields:
         return key in self.data
 
     def string(
-        self, key: str, *, required: bool = False, default: Any = None, max_length: int | None = None,
-        nullable: bool = True, min_length: int = 0,
+        self, key: str, *, required: bool = False, default: Any = None,
+        max_length: int | None = None, nullable: bool = True, min_length: int = 0,
     ) -> Any:
         value = self.data.get(key, _MISSING)
         if value is _MISSING or (value is None and nullable and not required):
@@ -106,7 +105,7 @@ class Fields:
             self.fail(key, "must be a string")
             return default
         if len(value) < min_length:
-            self.fail(key, "must not be empty" if min_length == 1 else f"at least {min_length} characters")
+            self.fail(key, "must not be empty" if min_length == 1 else f"too short (<{min_length})")
         if max_length is not None and len(value) > max_length:
             self.fail(key, f"must be at most {max_length} characters")
         return value
