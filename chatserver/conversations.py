@@ -39,8 +39,12 @@ def check_callback_url(fields: Fields, config: dict[str, Any]) -> None:
     if not isinstance(url, str):
         fields.fail(name, "must be a string")
         return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        absolute = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        absolute = False
+    if not absolute:
         fields.fail(name, "must be an absolute http(s) URL")
     elif len(url) > 2048:
         fields.fail(name, "must be at most 2048 characters")

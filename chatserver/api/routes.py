@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages
+from chatserver.api import conversations, health, messages, openapi
 from chatserver.api import metrics as metrics_api
+from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
+from chatserver.openapi.document import build_document
+from chatserver.openapi.validate import compile_validators
 
 CONVERSATION = "/conversations/{conversation_id}"
 
@@ -13,6 +16,7 @@ ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
     ("GET", "/readyz", health.readyz, "readyz"),
     ("GET", "/metrics", metrics_api.metrics, "metrics"),
+    ("GET", "/openapi.json", openapi.openapi_json, "openapi"),
     ("POST", "/conversations", conversations.create_conversation, "create_conversation"),
     ("GET", "/conversations", conversations.list_conversations, "list_conversations"),
     ("GET", CONVERSATION, conversations.get_conversation, "get_conversation"),
@@ -24,6 +28,8 @@ ROUTES = [
 
 
 def setup_routes(app: web.Application) -> None:
+    app[OPENAPI_DOCUMENT] = build_document(ROUTES)
+    app[BODY_VALIDATORS] = compile_validators()
     for method, path, handler, name in ROUTES:
         app.router.add_route(method, path, handler, name=name)
         app.router.add_route(method, "/api" + path, handler, name="api." + name)
