@@ -16,3 +16,10 @@ CREATE INDEX workflow_conversations_user_newest
 CREATE INDEX workflow_conversations_user_running
     ON workflow_conversations (user_id, created_at DESC, id DESC)
     WHERE configuration -> 'running' = 'true'::jsonb;
+-- Planner statistics: a user's rows usually share one team (so a team filter keeps most of
+-- them), and how many rows are running. Without these the planner guesses both far too low and
+-- sorts a heavy user's rows instead of walking the index in order.
+CREATE STATISTICS workflow_conversations_user_team (dependencies)
+    ON user_id, team_id FROM workflow_conversations;
+CREATE STATISTICS workflow_conversations_running
+    ON (configuration -> 'running') FROM workflow_conversations;
