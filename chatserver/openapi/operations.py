@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatserver.openapi.schemas import HEX_ID, ref
+from chatserver.openapi.schemas import HEX_ID, POSITIVE_ID, ref
 
 # Path parameters by name, wherever they appear in a route.
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "conversation_id": HEX_ID,
     "message_id": HEX_ID,
+    "id": POSITIVE_ID,
+    "user_id": POSITIVE_ID,
 }
 
 LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
@@ -22,6 +24,9 @@ SEQ_AFTER = {"name": "after", "in": "query", "description": "Only messages with 
              "schema": SEQ}
 ORDER = {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["desc", "asc"],
                                                     "default": "desc"}}
+RUNNING = {"name": "running", "in": "query", "description": "Only running ones "
+           "(configuration.running is JSON true).",
+           "schema": {"type": "string", "enum": ["true", "false"], "default": "false"}}
 CURSOR = {"name": "before", "in": "query", "description": "Cursor from the previous page's Link.",
           "schema": {"type": "string"}}
 
@@ -74,4 +79,19 @@ OPERATIONS: dict[str, Operation] = {
     "update_message": Operation(
         "Change a message's status and/or metadata; it keeps its seq.", ref("Message"),
         request="MessagePatch", errors=(400, 401, 404, 413, 429)),
+    "create_workflow_conversation": Operation(
+        "Create a workflow conversation.", ref("WorkflowConversation"), status=201,
+        request="WorkflowConversationCreate", errors=(400, 401, 413, 429)),
+    "get_workflow_conversation": Operation(
+        "One workflow conversation.", ref("WorkflowConversation")),
+    "update_workflow_conversation": Operation(
+        "Set agent_product_id, user_id and/or configuration (replaced whole).",
+        ref("WorkflowConversation"), request="WorkflowConversationPatch",
+        errors=(400, 401, 404, 413, 429)),
+    "connect_to_workflow_conversation": Operation(
+        "Merge connection data into configuration (atomically).", ref("WorkflowConversation"),
+        request="WorkflowConnection", errors=(400, 401, 404, 413, 429)),
+    "list_user_workflow_conversations": Operation(
+        "A user's workflow conversations, newest first.", array_of("WorkflowConversation"),
+        query=(LIMIT, CURSOR, RUNNING), paginated=True, errors=(400, 401, 429)),
 }

@@ -9,6 +9,7 @@ from chatserver.models import Channel, ContentType, MessageStatus, MessageType, 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
 OBJECT = {"type": "object"}
+POSITIVE_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 
 
 def enum_of(enum: Any) -> dict[str, Any]:
@@ -130,6 +131,44 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "status": enum_of(MessageStatus),
             "metadata": OBJECT,
             "created_by": {"type": "string"},
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+    },
+    "WorkflowConversationCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["agent_product_id"],
+        "properties": {
+            "agent_product_id": POSITIVE_ID,
+            "user_id": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**63 - 1},
+            "configuration": {"type": ["object", "null"]},
+        },
+    },
+    "WorkflowConversationPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Fields to set; `configuration` is replaced whole.",
+        "properties": {
+            "agent_product_id": POSITIVE_ID,
+            "user_id": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**63 - 1},
+            "configuration": OBJECT,
+        },
+    },
+    "WorkflowConnection": {
+        "type": "object",
+        "description": "Top-level keys merged into `configuration`; the rest is kept.",
+    },
+    "WorkflowConversation": {
+        "type": "object",
+        "required": ["id", "agent_product_id", "user_id", "team_id", "configuration",
+                     "created_at", "updated_at"],
+        "properties": {
+            "id": POSITIVE_ID,
+            "agent_product_id": POSITIVE_ID,
+            "user_id": {"type": ["integer", "null"]},
+            "team_id": {"type": ["integer", "null"]},
+            "configuration": OBJECT,
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         },
