@@ -22,6 +22,8 @@ from chatserver.db.migrate import migrate
 from chatserver.db.pool import create_pool
 from chatserver.messages import MessageService
 from chatserver.problems import problem_middleware
+from chatserver.webhooks.context import webhooks_ctx
+from chatserver.webhooks.endpoints import WebhookEndpoints
 
 log = logging.getLogger("chatserver.app")
 
@@ -49,7 +51,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await run_migrations(dsn)
     pool = await create_pool(dsn, settings.database)
     app[DB_POOL] = pool
-    conversations = ConversationService(pool)
+    conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks))
     app[CONVERSATIONS] = conversations
     app[MESSAGES] = MessageService(pool, conversations, settings.messages)
     yield
@@ -63,5 +65,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(webhooks_ctx)
     setup_routes(app)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages
+from chatserver.api import conversations, health, messages, webhooks
 
 CONVERSATION = "/conversations/{conversation_id}"
 
@@ -18,6 +18,13 @@ ROUTES = [
     ("POST", CONVERSATION + "/messages", messages.post_message, "post_message"),
     ("GET", CONVERSATION + "/messages", messages.list_messages, "list_messages"),
     ("PATCH", CONVERSATION + "/messages/{message_id}", messages.update_message, "update_message"),
+    ("GET", CONVERSATION + "/webhook", webhooks.get_webhook, "get_webhook"),
+    ("POST", CONVERSATION + "/webhook/enable", webhooks.enable_webhook, "enable_webhook"),
+    ("POST", CONVERSATION + "/webhook-secret/rotate", webhooks.rotate_secret, "rotate_secret"),
+    ("GET", CONVERSATION + "/webhook-deliveries", webhooks.list_deliveries, "list_deliveries"),
+    ("POST", CONVERSATION + "/webhook-deliveries/{delivery_id}/redeliver", webhooks.redeliver,
+     "redeliver"),
+    ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
 ]
 
 
