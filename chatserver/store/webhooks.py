@@ -232,7 +232,8 @@ async def disable_endpoint(
 
 async def rotate_secret(
     conn: Any, conversation_id: uuid.UUID, secret: str, grace_seconds: float
-) -> asyncpg.Record | None:
+) -> asyncpg.Record:
+    """Make `secret` current; the old one signs too for `grace_seconds` (endpoint must exist)."""
     return await conn.fetchrow(ROTATE_SECRET, conversation_id, secret, grace_seconds)
 
 

@@ -152,6 +152,9 @@ class Dispatcher:
                 await store.endpoint_succeeded(conn, conversation_id)
                 return
             self._log_failure(job, result, decision)
+            if decision.verdict is Verdict.RETRY and decision.delay < self.settings.poll_interval:
+                # Come back for it on time rather than at the next poll.
+                asyncio.get_running_loop().call_later(decision.delay, self._wake.set)
             if decision.verdict is Verdict.GONE:
                 await self._disable(conn, conversation_id, "the endpoint answered 410 Gone")
                 return

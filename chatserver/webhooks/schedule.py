@@ -34,7 +34,7 @@ class Decision:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
+    """Seconds to wait from Retry-After (delta-seconds or HTTP-date); None if absent or bad."""
     if not value:
         return None
     value = value.strip()

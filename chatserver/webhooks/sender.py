@@ -4,7 +4,6 @@ redirects, bounded by `[webhooks] timeout`, keeping at most `response_body_max` 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -79,7 +78,7 @@ class WebhookSender:
         started = time.monotonic()
         try:
             result = await self._post(url, body, headers)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result = AttemptResult(0, error="timed out", timed_out=True)
         except BlockedAddress as exc:
             result = AttemptResult(0, error=f"refused: {exc}")

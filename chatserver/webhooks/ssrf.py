@@ -22,7 +22,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Carrier-grade NAT is neither private nor global in Python's tables; name it explicitly.
 _ALSO_BLOCKED = (ipaddress.ip_network("100.64.0.0/10"),)
-# Hosts of digits, dots and hex that inet_aton reads as IPv4 (127.1, 0x7f.1, 0177.0.0.1, 2130706433).
+# Hosts of digits, dots and hex that inet_aton reads as IPv4: 127.1, 0x7f.1, 0177.0.0.1, 2130706433.
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$", re.IGNORECASE)
 _LOCALHOST_ADDRESS = ipaddress.ip_address("127.0.0.1")
 
