@@ -11,29 +11,16 @@ from aiohttp import web
 
 from chatserver.app import create_app
 from chatserver.appkeys import DB_POOL, SETTINGS
-from chatserver.config import Settings
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from tests.conftest import Api
-from tests.webhooks_helpers import Receiver, eventually, start_receiver, status, webhook_settings
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return webhook_settings(database_url)
-
-
-@pytest.fixture
-async def receiver(aiohttp_server: Any) -> Receiver:
-    return await start_receiver(aiohttp_server)
-
-
-async def hooked_conversation(api: Api, receiver: Receiver, path: str = "/hook") -> tuple[str, str]:
-    _, created, _ = await api.call(
-        "POST", "/conversations",
-        {"channel": "API", "config": {"callback_url": receiver.url(path)}}, expect=201,
-    )
-    return created["id"], created["webhook_secret"]
+from tests.webhooks.helpers import (
+    Receiver,
+    eventually,
+    hooked_conversation,
+    status,
+    webhook_settings,
+)
 
 
 async def deliveries(api: Api, conversation_id: str) -> list[dict[str, Any]]:

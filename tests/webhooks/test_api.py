@@ -8,20 +8,15 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from chatserver.config import Settings
 from tests.conftest import Api
 from tests.test_messages_api import next_link
-from tests.webhooks_helpers import Receiver, eventually, start_receiver, status, webhook_settings
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return webhook_settings(database_url)
-
-
-@pytest.fixture
-async def receiver(aiohttp_server: Any) -> Receiver:
-    return await start_receiver(aiohttp_server)
+from tests.webhooks.helpers import (
+    Receiver,
+    eventually,
+    hooked_conversation,
+    status,
+    webhook_settings,
+)
 
 
 async def test_secret_is_shown_once_at_create(api: Api, receiver: Receiver) -> None:
@@ -63,7 +58,7 @@ async def test_patch_that_first_sets_a_callback_url_returns_the_secret(
 async def test_rotation_signs_with_both_secrets_during_the_grace_period(
     api: Api, receiver: Receiver
 ) -> None:
-    conversation_id, old = await _hooked(api, receiver)
+    conversation_id, old = await hooked_conversation(api, receiver)
     _, rotated, _ = await api.call(
         "POST", f"/conversations/{conversation_id}/webhook-secret/rotate", expect=200
     )
@@ -83,7 +78,7 @@ async def test_rotation_without_grace_signs_with_the_new_secret_only(
 
     app = create_app(webhook_settings(database_url, secret_grace_period=0.0))
     api = Api(await aiohttp_client(app), await make_key("admin"))
-    conversation_id, old = await _hooked(api, receiver)
+    conversation_id, old = await hooked_conversation(api, receiver)
     _, rotated, _ = await api.call(
         "POST", f"/conversations/{conversation_id}/webhook-secret/rotate", expect=200
     )
@@ -94,11 +89,17 @@ async def test_rotation_without_grace_signs_with_the_new_secret_only(
         request.verify(old)
 
 
-async def test_webhook_test_sends_a_signed_event_and_reports(api: Api, receiver: Receiver):
-    conversation_id, secret = await _hooked(api, receiver)
+async def webhook_test(api: Api, receiver: Receiver) -> tuple[str, str, Any]:
+    """Hook a conversation to the receiver and call webhook-test: (id, secret, outcome)."""
+    conversation_id, secret = await hooked_conversation(api, receiver)
     _, outcome, _ = await api.call(
         "POST", f"/conversations/{conversation_id}/webhook-test", expect=200
     )
+    return conversation_id, secret, outcome
+
+
+async def test_webhook_test_sends_a_signed_event_and_reports(api: Api, receiver: Receiver):
+    conversation_id, secret, outcome = await webhook_test(api, receiver)
     assert outcome["success"] is True
     assert outcome["event_type"] == "webhook.test"
     assert outcome["attempts"][0]["status_code"] == 200
@@ -112,17 +113,14 @@ async def test_webhook_test_sends_a_signed_event_and_reports(api: Api, receiver:
 
 async def test_webhook_test_reports_a_failure(api: Api, receiver: Receiver) -> None:
     receiver.then("/hook", status(503))
-    conversation_id, _ = await _hooked(api, receiver)
-    _, outcome, _ = await api.call(
-        "POST", f"/conversations/{conversation_id}/webhook-test", expect=200
-    )
+    _, _, outcome = await webhook_test(api, receiver)
     assert outcome["success"] is False
     assert outcome["status"] == "failed"
     assert outcome["attempts"][0]["status_code"] == 503
 
 
 async def test_redeliver_sends_again_now_with_the_same_id(api: Api, receiver: Receiver):
-    conversation_id, secret = await _hooked(api, receiver)
+    conversation_id, secret = await hooked_conversation(api, receiver)
     await api.post_message(conversation_id, "again")
     [first] = await receiver.wait_for(1)
     path = f"/conversations/{conversation_id}/webhook-deliveries"
@@ -143,7 +141,7 @@ async def _all_succeeded(api: Api, path: str) -> bool:
 
 
 async def test_deliveries_are_paginated_newest_first(api: Api, receiver: Receiver) -> None:
-    conversation_id, _ = await _hooked(api, receiver)
+    conversation_id, _ = await hooked_conversation(api, receiver)
     for i in range(5):
         await api.post_message(conversation_id, f"m{i}")
     path = f"/conversations/{conversation_id}/webhook-deliveries?limit=2"
@@ -159,7 +157,7 @@ async def test_deliveries_are_paginated_newest_first(api: Api, receiver: Receive
 async def test_webhook_routes_404_for_another_team(
     api: Api, api_for: Any, receiver: Receiver
 ) -> None:
-    conversation_id, _ = await _hooked(api, receiver)
+    conversation_id, _ = await hooked_conversation(api, receiver)
     other = await api_for(7)
     base = f"/conversations/{conversation_id}"
     for method, path in [
@@ -172,7 +170,7 @@ async def test_webhook_routes_404_for_another_team(
 
 
 async def test_bad_ids_and_unknown_deliveries(api: Api, receiver: Receiver) -> None:
-    conversation_id, _ = await _hooked(api, receiver)
+    conversation_id, _ = await hooked_conversation(api, receiver)
     base = f"/conversations/{conversation_id}/webhook-deliveries"
     status_code, body, _ = await api.call("POST", f"{base}/nope/redeliver")
     assert status_code == 400 and body["invalid-params"][0]["name"] == "delivery_id"
@@ -180,11 +178,3 @@ async def test_bad_ids_and_unknown_deliveries(api: Api, receiver: Receiver) -> N
     assert status_code == 404
     status_code, body, _ = await api.call("GET", f"{base}?limit=0")
     assert status_code == 400 and body["invalid-params"][0]["name"] == "limit"
-
-
-async def _hooked(api: Api, receiver: Receiver) -> tuple[str, str]:
-    _, created, _ = await api.call(
-        "POST", "/conversations",
-        {"channel": "API", "config": {"callback_url": receiver.url()}}, expect=201,
-    )
-    return created["id"], created["webhook_secret"]

@@ -15,6 +15,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks import Webhook
 
 from chatserver.config import Settings
+from tests.conftest import Api
 
 WAIT = 20.0  # seconds; only a hang reaches it
 
@@ -136,3 +137,12 @@ class StaticResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
+
+
+async def hooked_conversation(api: Api, receiver: Receiver, path: str = "/hook") -> tuple[str, str]:
+    """A conversation whose callback_url is the receiver: (id, webhook_secret)."""
+    _, created, _ = await api.call(
+        "POST", "/conversations",
+        {"channel": "API", "config": {"callback_url": receiver.url(path)}}, expect=201,
+    )
+    return created["id"], created["webhook_secret"]

@@ -16,7 +16,7 @@ from chatserver.webhooks.context import Supervisor
 from chatserver.webhooks.schedule import Verdict, decide, jittered, parse_retry_after
 from chatserver.webhooks.sender import AttemptResult
 from tests.conftest import Api
-from tests.webhooks_helpers import start_receiver, webhook_settings
+from tests.webhooks.helpers import start_receiver, webhook_settings
 
 SETTINGS = WebhookSettings(schedule=(5.0, 300.0), jitter=0.0, backoff_floor=60.0)
 

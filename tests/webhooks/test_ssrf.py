@@ -10,7 +10,14 @@ from chatserver.config import Settings, WebhookSettings
 from chatserver.webhooks.sender import WebhookSender
 from chatserver.webhooks.ssrf import AddressPolicy, literal_address
 from tests.conftest import Api
-from tests.webhooks_helpers import Receiver, StaticResolver, start_receiver
+from tests.webhooks.helpers import Receiver, StaticResolver
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """The defaults: nothing private is allowed."""
+    return Settings().replace(database={"url": database_url, "pool_min_size": 1})
+
 
 PRIVATE_URLS = [
     "http://127.0.0.1/hook",
@@ -68,11 +75,6 @@ async def test_public_or_unresolvable_urls_are_accepted(api: Api, url: str) -> N
         expect=201,
     )
     assert created["webhook_secret"].startswith("whsec_")
-
-
-@pytest.fixture
-async def receiver(aiohttp_server: Any) -> Receiver:
-    return await start_receiver(aiohttp_server)
 
 
 async def send_once(settings: WebhookSettings, url: str, names: dict[str, list[str]]) -> Any:
