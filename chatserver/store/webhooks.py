@@ -93,18 +93,22 @@ WHERE e.url IS NOT NULL
 
 # --- claims ----------------------------------------------------------------------------------
 
-# Strict order, step 1: lock endpoints whose queue head is due and that have nothing in flight or
-# in backoff. Step 2 then claims exactly each head.
+# Strict order, step 1: lock endpoints whose queue head is due and not in flight (in strict order
+# only the head is ever attempted, so a head in backoff or in flight holds the whole queue).
+# Step 2 then claims exactly each head, re-checking it under the row lock.
 LOCK_READY_ENDPOINTS = """
 SELECT e.conversation_id FROM webhook_endpoints e
 WHERE e.conversation_id IN (
         SELECT d.conversation_id FROM webhook_deliveries d
         WHERE d.status = 'pending' AND d.next_attempt_at <= now())
   AND e.url IS NOT NULL AND e.disabled_at IS NULL
-  AND NOT EXISTS (
-        SELECT 1 FROM webhook_deliveries b
-        WHERE b.conversation_id = e.conversation_id AND b.status = 'pending'
-          AND (b.next_attempt_at > now() OR b.locked_until > now()))
+  AND EXISTS (
+        SELECT 1 FROM (
+            SELECT h.next_attempt_at, h.locked_until FROM webhook_deliveries h
+            WHERE h.conversation_id = e.conversation_id AND h.status = 'pending'
+            ORDER BY h.position LIMIT 1) head
+        WHERE head.next_attempt_at <= now()
+          AND (head.locked_until IS NULL OR head.locked_until <= now()))
 LIMIT $1
 FOR UPDATE OF e SKIP LOCKED
 """

@@ -71,10 +71,11 @@ async def start_supervised(
 
 
 async def stop_supervised(supervisor: Supervisor, task: asyncio.Task[None]) -> None:
-    await supervisor.stop()
+    # Stop claiming first, then let the in-flight sends finish and give back unused claims.
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await supervisor.stop()
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -243,3 +245,23 @@ async def test_two_dispatchers_never_send_one_claim_twice(
                     if r.json["data"]["conversation_id"] == conversation_id]
             assert seqs == list(range(1, 9))
     assert client.app[SETTINGS].webhooks.run_in_server is False
+
+
+async def test_chatserver_worker_command_delivers(
+    database_url: str, aiohttp_client: Any, make_key: Any, receiver: Receiver, tmp_path: Any
+):
+    client = await aiohttp_client(create_app(webhook_settings(database_url, run_in_server=False)))
+    api = Api(client, await make_key("admin"))
+    conversation_id, secret = await hooked_conversation(api, receiver)
+    message = await api.post_message(conversation_id, "from the worker")
+    env = {
+        **os.environ,
+        "CHATSERVER_DATABASE_URL": database_url,
+        "CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatserver", "worker", "--burst", cwd=tmp_path, env=env,
+    )
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    [request] = receiver.at("/hook")
+    assert request.verify(secret)["data"]["message"] == message
