@@ -13,6 +13,7 @@ from aiohttp import web
 
 from chatserver.app import create_app
 from chatserver.appkeys import DB_POOL, SETTINGS
+from chatserver.store import webhooks as webhook_store
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from tests.conftest import Api
@@ -265,3 +266,39 @@ async def test_chatserver_worker_command_delivers(
     assert await asyncio.wait_for(proc.wait(), 60) == 0
     [request] = receiver.at("/hook")
     assert request.verify(secret)["data"]["message"] == message
+
+
+async def test_a_claim_left_by_a_dead_dispatcher_expires(
+    database_url: str, aiohttp_client: Any, make_key: Any, receiver: Receiver, db: Any
+):
+    first = await aiohttp_client(create_app(webhook_settings(database_url, run_in_server=False)))
+    api = Api(first, await make_key("admin"))
+    conversation_id, _ = await hooked_conversation(api, receiver)
+    await api.post_message(conversation_id, "claimed, then the claimer died")
+    async with db.transaction():
+        [job] = await webhook_store.claim_heads(db, 10, "dead-dispatcher", 0.5)
+    await first.close()
+    second = await aiohttp_client(create_app(webhook_settings(database_url)))
+    [request] = await receiver.wait_for(1)
+    assert request.webhook_id == job["id"].hex
+    await eventually(lambda: db.fetchval(
+        "SELECT status = 'succeeded' AND locked_by IS NULL FROM webhook_deliveries"))
+    await second.close()
+
+
+async def test_a_slow_endpoint_times_out_and_is_retried(
+    database_url: str, aiohttp_client: Any, make_key: Any, receiver: Receiver
+):
+    async def slow(_request: Any) -> web.Response:
+        await asyncio.sleep(3)
+        return web.Response(text="too late")
+
+    receiver.then("/hook", slow)
+    client = await aiohttp_client(create_app(webhook_settings(database_url, timeout=0.3)))
+    api = Api(client, await make_key("admin"))
+    conversation_id, _ = await hooked_conversation(api, receiver)
+    await api.post_message(conversation_id, "hurry")
+    [delivery] = await eventually(lambda: _succeeded(api, conversation_id))
+    first, second = delivery["attempts"]
+    assert (first["status_code"], first["error"]) == (0, "timed out")
+    assert second["status_code"] == 200
