@@ -34,11 +34,15 @@ class Supervisor:
         self.make = make
         self.current: Dispatcher | None = None
         self.restarts = 0
-        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> Supervisor:
+        self._task = asyncio.create_task(self.run(), name="webhook-dispatcher")
+        return self
 
     async def run(self) -> None:
         backoff = 1.0
-        while not self._stopping:
+        while True:
             self.current = self.make()
             try:
                 await self.current.main()
@@ -53,7 +57,11 @@ class Supervisor:
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
 
     async def stop(self) -> None:
-        self._stopping = True
+        """Stop claiming first, then let in-flight sends finish and give back unused claims."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         await self._close_current()
 
     async def _close_current(self) -> None:
@@ -62,20 +70,8 @@ class Supervisor:
                 await self.current.close()
 
 
-async def start_supervised(
-    pool: asyncpg.Pool, settings: Settings, sender: WebhookSender
-) -> tuple[Supervisor, asyncio.Task[None]]:
-    supervisor = Supervisor(lambda: Dispatcher(pool, settings.webhooks, sender))
-    task = asyncio.create_task(supervisor.run(), name="webhook-dispatcher")
-    return supervisor, task
-
-
-async def stop_supervised(supervisor: Supervisor, task: asyncio.Task[None]) -> None:
-    # Stop claiming first, then let the in-flight sends finish and give back unused claims.
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await supervisor.stop()
+def supervised(pool: asyncpg.Pool, settings: Settings, sender: WebhookSender) -> Supervisor:
+    return Supervisor(lambda: Dispatcher(pool, settings.webhooks, sender)).start()
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -85,13 +81,12 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await sender.start()
     pool = app[DB_POOL]
     app[WEBHOOKS] = WebhookService(pool, app[CONVERSATIONS], settings.webhooks, sender)
-    running = await start_supervised(pool, settings, sender) if settings.webhooks.run_in_server \
-        else None
+    supervisor = supervised(pool, settings, sender) if settings.webhooks.run_in_server else None
     try:
         yield
     finally:
-        if running is not None:
-            await stop_supervised(*running)
+        if supervisor is not None:
+            await supervisor.stop()
         await sender.close()
 
 
@@ -110,15 +105,15 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         if burst:
             await Dispatcher(pool, settings.webhooks, sender, burst=True).main()
             return
-        supervisor, task = await start_supervised(pool, settings, sender)
+        supervisor = supervised(pool, settings, sender)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info("webhook worker running")
-        await asyncio.wait([task, asyncio.create_task(stop.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        await stop_supervised(supervisor, task)
+        await stop.wait()
+        log.info("webhook worker stopping")
+        await supervisor.stop()
     finally:
         await sender.close()
         await pool.close()

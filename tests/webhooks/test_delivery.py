@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 from typing import Any
 
@@ -261,11 +262,14 @@ async def test_chatserver_worker_command_delivers(
         "CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatserver", "worker", "--burst", cwd=tmp_path, env=env,
+        sys.executable, "-m", "chatserver", "worker", cwd=tmp_path, env=env,
     )
-    assert await asyncio.wait_for(proc.wait(), 60) == 0
-    [request] = receiver.at("/hook")
-    assert request.verify(secret)["data"]["message"] == message
+    try:
+        [request] = await receiver.wait_for(1)
+        assert request.verify(secret)["data"]["message"] == message
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
 
 
 async def test_a_claim_left_by_a_dead_dispatcher_expires(
