@@ -92,7 +92,7 @@ class MessageService:
         )
 
     async def post(self, principal: Principal, new: NewMessage) -> Posted:
-        conversation = await self.conversations.get_row(principal, new.conversation_id)
+        await self.conversations.get_row(principal, new.conversation_id)
         async with self.pool.acquire() as conn:
             if new.client_id is not None:
                 existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
@@ -102,7 +102,7 @@ class MessageService:
                 async with conn.transaction():
                     row = await store.insert_message(conn, new)
                     if row is not None:
-                        await outbox.enqueue_message_event(conn, conversation, MESSAGE_CREATED, row)
+                        await outbox.enqueue_message_event(conn, MESSAGE_CREATED, row)
             except asyncpg.UniqueViolationError:
                 # A concurrent request with the same client_id committed first.
                 existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
@@ -138,7 +138,7 @@ class MessageService:
     ) -> dict[str, Any]:
         if principal.conversation_id is not None:
             raise not_found()
-        conversation = await self.conversations.get_row(principal, conversation_id)
+        await self.conversations.get_row(principal, conversation_id)
         fields = Fields(body)
         fields.reject_unknown(PATCH_FIELDS)
         status = fields.choice("status", MessageStatus)
@@ -151,7 +151,7 @@ class MessageService:
                 conn, conversation_id, message_id, str(status) if status else None, metadata
             )
             if row is not None:
-                await outbox.enqueue_message_event(conn, conversation, MESSAGE_UPDATED, row)
+                await outbox.enqueue_message_event(conn, MESSAGE_UPDATED, row)
         if row is None:
             raise not_found("message")
         return message_json(row)

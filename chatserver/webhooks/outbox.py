@@ -1,7 +1,7 @@
 """The transactional outbox: a delivery row written in the same transaction as its message.
 
 A committed message therefore always has its webhook queued, even if the process dies right after
-the commit. Conversations without `config.callback_url` get no row (and cost no query).
+the commit. Conversations without `config.callback_url` get no row.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ def message_event(event_type: str, message_row: Any) -> dict[str, Any]:
     })
 
 
-async def enqueue_message_event(
-    conn: Any, conversation_row: Any, event_type: str, message_row: Any
-) -> None:
-    """Queue `event_type` for the message, inside the caller's transaction."""
-    if not (conversation_row["config"] or {}).get("callback_url"):
-        return
+async def enqueue_message_event(conn: Any, event_type: str, message_row: Any) -> None:
+    """Queue `event_type` for the message, inside the caller's transaction.
+
+    The endpoint is looked up inside the transaction, after the conversation row is locked, so a
+    callback_url set by a concurrent PATCH applies to every message committed after that PATCH.
+    """
     await store.enqueue(
         conn, uuid.uuid4(), message_row["conversation_id"], event_type,
         message_event(event_type, message_row),

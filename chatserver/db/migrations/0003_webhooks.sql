@@ -57,6 +57,8 @@ CREATE TABLE webhook_attempts (
 CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, attempt);
 
 -- Wake dispatchers (LISTEN chatserver_webhooks) when deliveries are queued; they poll as well.
+-- Per row, so a message of a conversation without a webhook (an INSERT of no rows) wakes nobody;
+-- Postgres folds the identical notifications of one transaction into one.
 CREATE FUNCTION notify_webhook_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('chatserver_webhooks', '');
@@ -64,4 +66,4 @@ BEGIN
 END
 $$;
 CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_webhook_deliveries();
+    FOR EACH ROW EXECUTE FUNCTION notify_webhook_deliveries();
