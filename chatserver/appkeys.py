@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from chatserver.auth import Principal
 from chatserver.config import Settings
@@ -12,6 +13,7 @@ from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.supervisor import Supervisor
+from chatserver.webhooks.service import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -22,6 +24,9 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 RATE_LIMITER = web.AppKey("rate_limiter", KeyedLimiter)
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
 BODY_VALIDATORS = web.AppKey("body_validators", dict)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)
+# Optional: the resolver webhook deliveries look names up with (tests map names without DNS).
+WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -26,6 +26,8 @@ from chatserver.problems import Problem, ValidationProblem, not_found
 from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields
+from chatserver.webhooks import outbox
+from chatserver.webhooks.outbox import MESSAGE_CREATED, MESSAGE_UPDATED
 
 POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id")
 PATCH_FIELDS = ("status", "metadata")
@@ -99,6 +101,8 @@ class MessageService:
             try:
                 async with conn.transaction():
                     row = await store.insert_message(conn, new)
+                    if row is not None:
+                        await outbox.enqueue_message_event(conn, MESSAGE_CREATED, row)
             except asyncpg.UniqueViolationError:
                 # A concurrent request with the same client_id committed first.
                 existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
@@ -142,10 +146,12 @@ class MessageService:
         fields.raise_if_invalid()
         if status is None and metadata is None:
             raise ValidationProblem([("body", "give status and/or metadata to change")])
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_message(
                 conn, conversation_id, message_id, str(status) if status else None, metadata
             )
+            if row is not None:
+                await outbox.enqueue_message_event(conn, MESSAGE_UPDATED, row)
         if row is None:
             raise not_found("message")
         return message_json(row)
