@@ -22,6 +22,7 @@ from chatserver.db.migrate import migrate
 from chatserver.db.pool import create_pool
 from chatserver.messages import MessageService
 from chatserver.problems import problem_middleware
+from chatserver.realtime import close_sockets, realtime_ctx
 
 log = logging.getLogger("chatserver.app")
 
@@ -63,5 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(realtime_ctx)
+    app.on_shutdown.append(close_sockets)
     setup_routes(app)
     return app

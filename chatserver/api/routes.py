@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages
+from chatserver import ws
+from chatserver.api import conversations, health, messages, tokens
 
 CONVERSATION = "/conversations/{conversation_id}"
 
@@ -18,6 +19,8 @@ ROUTES = [
     ("POST", CONVERSATION + "/messages", messages.post_message, "post_message"),
     ("GET", CONVERSATION + "/messages", messages.list_messages, "list_messages"),
     ("PATCH", CONVERSATION + "/messages/{message_id}", messages.update_message, "update_message"),
+    ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 
 
