@@ -77,3 +77,67 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
 
 async def send(ws: aiohttp.ClientWebSocketResponse, **frame: Any) -> None:
     await ws.send_str(orjson.dumps(frame).decode())
+
+
+class Watcher:
+    """Reads one socket in the background: message seqs in arrival order, acks, other frames."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seqs: list[int] = []
+        self.frames: list[dict[str, Any]] = []
+        self.acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.close_code: int | None = None
+        self._changed = asyncio.Event()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                self.close_code = int(msg.data)
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                self.close_code = self.close_code or self.ws.close_code
+                self._changed.set()
+                return
+            frame = orjson.loads(msg.data)
+            if frame["type"] == "message":
+                self.seqs.append(frame["message"]["seq"])
+            elif frame["type"] == "ack":
+                self.acks.put_nowait(frame)
+            else:
+                self.frames.append(frame)
+            self._changed.set()
+
+    async def until(self, predicate: Any) -> None:
+        async def wait() -> None:
+            while not predicate():
+                self._changed.clear()
+                if self.task.done() and not predicate():
+                    raise AssertionError(f"socket closed ({self.close_code}), got {self.seqs[-5:]}")
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), WAIT)
+
+    async def has_seq(self, seq: int) -> None:
+        await self.until(lambda: self.seqs and self.seqs[-1] >= seq)
+
+    async def closed(self) -> int | None:
+        await asyncio.wait_for(asyncio.shield(self.task), WAIT)
+        return self.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.wait_for(self.task, WAIT)
+
+
+async def watch(
+    client: TestClient, conversation_id: str, key: str | None, *, since: int | None = None,
+    **kwargs: Any,
+) -> Watcher:
+    """Connect, wait for ready (keeping replayed seqs), then read in the background."""
+    ws = await connect(client, conversation_id, key, since=since, **kwargs)
+    replayed, _ = await ready(ws)
+    watcher = Watcher(ws)
+    watcher.seqs.extend(replayed)
+    return watcher
