@@ -143,7 +143,7 @@ class Hub:
     # --- sockets joining and leaving -------------------------------------------------------------
 
     async def join(self, conversation_id: uuid.UUID, member: Member) -> int:
-        """Add a socket to its room; returns the room's delivered seq (live frames above it follow)."""
+        """Add a socket to its room; the room's delivered seq (live frames above it follow)."""
         room = self.rooms.get(conversation_id)
         if room is None:
             room = self.rooms[conversation_id] = Room(conversation_id)
@@ -251,7 +251,7 @@ class Hub:
         async with room.fill_lock:
             try:
                 await self._fill_pages(room, up_to)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("filling %s from Postgres failed: %r", room.topic, exc)
         if room.early and self.rooms.get(room.id) is room:
             self._schedule_gap_fill(room)
@@ -277,7 +277,7 @@ class Hub:
             self._reconcile_now.clear()
             try:
                 await self.reconcile()
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("reconciliation failed: %r", exc)
 
     async def reconcile(self) -> None:

@@ -42,10 +42,10 @@ class LocalEntries:
     def __init__(self) -> None:
         self.entries: dict[uuid.UUID, dict[str, str]] = {}
 
-    def add(self, conversation_id: uuid.UUID, socket_id: str, user: str) -> None:
+    def put(self, conversation_id: uuid.UUID, socket_id: str, user: str) -> None:
         self.entries.setdefault(conversation_id, {})[socket_id] = user
 
-    def remove(self, conversation_id: uuid.UUID, socket_id: str) -> None:
+    def drop(self, conversation_id: uuid.UUID, socket_id: str) -> None:
         sockets = self.entries.get(conversation_id, {})
         sockets.pop(socket_id, None)
         if not sockets:
@@ -60,10 +60,10 @@ class MemoryPresence(LocalEntries):
         self.entries.clear()
 
     async def add(self, conversation_id: uuid.UUID, socket_id: str, user: str) -> None:
-        LocalEntries.add(self, conversation_id, socket_id, user)
+        self.put(conversation_id, socket_id, user)
 
     async def remove(self, conversation_id: uuid.UUID, socket_id: str) -> None:
-        LocalEntries.remove(self, conversation_id, socket_id)
+        self.drop(conversation_id, socket_id)
 
     async def members(self, conversation_id: uuid.UUID) -> list[str]:
         return sorted(set(self.entries.get(conversation_id, {}).values()))
@@ -86,12 +86,12 @@ class RedisPresence(LocalEntries):
                 await self._refresher
 
     async def add(self, conversation_id: uuid.UUID, socket_id: str, user: str) -> None:
-        LocalEntries.add(self, conversation_id, socket_id, user)
+        self.put(conversation_id, socket_id, user)
         await self._write({conversation_id: {socket_id: user}})
 
     async def remove(self, conversation_id: uuid.UUID, socket_id: str) -> None:
         user = self.entries.get(conversation_id, {}).get(socket_id)
-        LocalEntries.remove(self, conversation_id, socket_id)
+        self.drop(conversation_id, socket_id)
         if user is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self.client.zrem(_key(conversation_id), f"{socket_id}:{user}")

@@ -1,4 +1,4 @@
-"""Wiring of the real-time parts: bus, hub, presence and token signer, created and closed together."""
+"""Wiring of the real-time parts: bus, hub, presence and token signer, made and closed together."""
 
 from __future__ import annotations
 

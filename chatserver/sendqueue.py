@@ -25,9 +25,14 @@ TOO_SLOW_REASON = "too slow, resume with since"
 
 
 class SocketSender:
-    def __init__(self, ws: web.WebSocketResponse, limit: int) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, limit: int, *, close_timeout: float,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ws = ws
         self.limit = limit
+        self.close_timeout = close_timeout
+        self.transport = transport
         self.queue: deque[tuple[bool, bytes]] = deque()
         self.pending: list[tuple[Kind, int, bytes]] = []
         self.syncing = True
@@ -56,11 +61,11 @@ class SocketSender:
         if self.closing:
             return
         if len(self.queue) >= self.limit:
-            if ephemeral or not self._drop_an_ephemeral():
-                if ephemeral:
-                    self.dropped += 1
-                else:
-                    self.too_slow()
+            if ephemeral:
+                self.dropped += 1
+                return
+            if not self._drop_an_ephemeral():
+                self.too_slow()
                 return
         self.queue.append((ephemeral, frame))
         self._wakeup.set()
@@ -105,8 +110,16 @@ class SocketSender:
         self.queue.clear()
         self.pending.clear()
         await self._stop_writer()
-        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-            await self.ws.close(code=code, message=reason.encode())
+        try:
+            # Sending the close frame itself waits while the peer reads nothing: bound it.
+            async with asyncio.timeout(self.close_timeout):
+                await self.ws.close(code=code, message=reason.encode())
+        except (ConnectionError, RuntimeError):
+            pass
+        except TimeoutError:
+            log.info("websocket did not answer the close frame; dropping the connection")
+            if self.transport is not None:
+                self.transport.abort()
 
     async def stop(self) -> None:
         self.closing = True

@@ -62,7 +62,9 @@ class TokenSigner:
         )
 
 
-async def authenticate(pool: asyncpg.Pool, signer: TokenSigner, credential: str) -> Principal | None:
+async def authenticate(
+    pool: asyncpg.Pool, signer: TokenSigner, credential: str
+) -> Principal | None:
     """An API key's or a browser token's principal; None when neither checks out."""
     if credential.startswith(KEY_SCHEME):
         async with pool.acquire() as conn:

@@ -19,9 +19,9 @@ from chatserver.appkeys import CONVERSATIONS, DB_POOL, HUB, MESSAGES, PRESENCE, 
 from chatserver.auth import Principal
 from chatserver.conversations import parse_id
 from chatserver.frames import frame, message_frame
+from chatserver.models import message_json
 from chatserver.problems import Problem
 from chatserver.sendqueue import SocketSender
-from chatserver.models import message_json
 from chatserver.store import messages as message_store
 from chatserver.tokens import authenticate
 from chatserver.validation import parse_json_object
@@ -51,7 +51,7 @@ class Session:
 
 
 def credential(request: web.Request) -> str | None:
-    """From `Authorization: Bearer`, the `bearer.<token>` subprotocol, or `?token=`, in that order."""
+    """From `Authorization: Bearer`, a `bearer.<token>` subprotocol or `?token=`, in this order."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -104,14 +104,17 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     except Refusal as refusal:
         await ws.close(code=refusal.code, message=refusal.reason.encode())
         return ws
-    await serve(request.app, ws, session)
+    sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
+                          transport=request.transport)  # type: ignore[arg-type]
+    await serve(request.app, ws, sender, session)
     return ws
 
 
-async def serve(app: web.Application, ws: web.WebSocketResponse, session: Session) -> None:
+async def serve(
+    app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
+) -> None:
     hub, presence = app[HUB], app[PRESENCE]
     cid = session.conversation_id
-    sender = SocketSender(ws, app[SETTINGS].realtime.send_queue_size)
     socket_id = uuid.uuid4().hex
     joined = present = False
     try:

@@ -207,3 +207,31 @@ async def test_one_redis_subscription_per_instance_per_conversation(
 async def test_readyz_reports_bus(cluster: Cluster) -> None:
     (a,) = await cluster(1)
     await wait_for_bus(a, "ok")
+
+
+async def test_stalled_listener_is_restarted_and_gap_filled(cluster: Cluster) -> None:
+    from redis.asyncio import Redis
+
+    redis = RedisServer().start()
+    admin = Redis.from_url(redis.url)
+    try:
+        a, b = await cluster(2, redis_url=redis.url, listener_stall_timeout=0.6,
+                             bus_backoff_max=0.2)
+        cid = await a.create_conversation()
+        watcher = await watch(b.client, cid, b.key)
+        await a.post_message(cid, "before")
+        await watcher.has_seq(1)
+        bus = b.client.server.app[HUB].bus
+        restarts = bus.restarts
+        # Redis stops answering every client for a while: the listener hears nothing back.
+        await admin.execute_command("CLIENT", "PAUSE", "2000", "ALL")
+        await asyncio.gather(a.post_message(cid, "during"), a.post_message(cid, "during too"))
+        await watcher.has_seq(3)
+        await a.post_message(cid, "after")
+        await watcher.has_seq(4)
+        assert watcher.seqs == [1, 2, 3, 4]
+        assert bus.restarts > restarts
+        await watcher.close()
+    finally:
+        await admin.aclose()
+        redis.kill()

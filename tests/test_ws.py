@@ -1,7 +1,8 @@
-"""The websocket protocol on one instance (in-process bus): auth, replay, live frames, bad frames."""
+"""The websocket protocol on one instance (in-process bus): auth, replay, live and bad frames."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,6 @@ from tests.realtime_helpers import (
     connect,
     frame_of,
     message_seqs,
-    next_frame,
     ready,
     send,
 )
@@ -229,3 +229,32 @@ async def test_heartbeat_closes_a_dead_socket(settings: Settings, aiohttp_client
     assert left["user"] == "ghost"
     await watcher.close()
     await dead.close()
+
+
+async def test_slow_consumer_is_cut_off_and_never_slows_others(
+    settings: Settings, aiohttp_client: Any, make_key: Any
+) -> None:
+    from chatserver.app import create_app
+    from chatserver.appkeys import HUB
+    from tests.realtime_helpers import watch
+
+    app = create_app(settings.replace(realtime={"send_queue_size": 8}))
+    client = await aiohttp_client(app)
+    api = Api(client, await make_key("admin"))
+    cid = await api.create_conversation()
+    fast = await watch(client, cid, api.key)
+    slow = await connect(client, cid, api.key)  # not read until it has been cut off
+    await ready(slow)
+    members = list(app[HUB].rooms[uuid.UUID(hex=cid)].members)
+    big = "x" * 60_000
+    posted = 0
+    # ~60 KB frames: the slow reader's socket buffers fill, then its queue, then it is cut off.
+    while not any(m.closing for m in members) and posted < 2000:
+        await api.post_message(cid, big)
+        posted += 1
+    assert any(m.closing for m in members), "the slow socket was never cut off"
+    await api.post_message(cid, "after the cut")
+    await fast.has_seq(posted + 1)
+    assert fast.seqs == list(range(1, posted + 2))
+    assert await closed_with(slow) == 4008
+    await fast.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chatserver.bus.base import Bus, BusHandler, BusState
 
 
-def create_bus(url: str, **options: float) -> Bus:
+def create_bus(url: str, *, backoff_max: float, stall_timeout: float) -> Bus:
     """A Redis bus for a redis:// or rediss:// URL, the in-process bus for an empty one."""
     if not url:
         from chatserver.bus.memory import MemoryBus
@@ -13,7 +13,7 @@ def create_bus(url: str, **options: float) -> Bus:
         return MemoryBus()
     from chatserver.bus.redis import RedisBus
 
-    return RedisBus(url, **options)
+    return RedisBus(url, backoff_max=backoff_max, stall_timeout=stall_timeout)
 
 
 __all__ = ["Bus", "BusHandler", "BusState", "create_bus"]

@@ -131,8 +131,9 @@ class RedisBus:
             delay = min(delay * 2, self.backoff_max)
 
     def _was_healthy_for(self, seconds: float) -> bool:
-        connected_at = self._connected_at
-        return connected_at is not None and asyncio.get_running_loop().time() - connected_at > seconds
+        if self._connected_at is None:
+            return False
+        return asyncio.get_running_loop().time() - self._connected_at > seconds
 
     async def _watch(self, session: asyncio.Task[None]) -> None:
         """Wait for the listener to end, or cancel it when it stops showing signs of life."""
