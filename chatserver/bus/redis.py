@@ -67,6 +67,7 @@ class RedisBus:
         self._alive_at = 0.0
         self._connected_at: float | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
         self.restarts = 0
 
     @property
@@ -101,21 +102,31 @@ class RedisBus:
 
     async def subscribe(self, topic: str) -> None:
         self._topics.add(topic)
-        await self._send(lambda p: p.subscribe(PREFIX + topic))
+        await self._sync(topic)
 
     async def unsubscribe(self, topic: str) -> None:
         self._topics.discard(topic)
-        await self._send(lambda p: p.unsubscribe(PREFIX + topic))
+        await self._sync(topic)
 
-    async def _send(self, command: Any) -> None:
-        """A (un)subscribe on the live connection; while down, the next session subscribes all."""
-        pubsub = self._pubsub
-        if pubsub is None:
-            return
-        try:
-            await command(pubsub)
-        except (RedisError, OSError) as exc:
-            log.debug("pub/sub command failed, the listener will reconnect: %r", exc)
+    async def _sync(self, topic: str) -> None:
+        """Make the live connection follow `topic` or not, as `_topics` says at this moment.
+
+        Commands go one at a time and read the wanted state when they run, so an unsubscribe and a
+        subscribe racing for one topic always end in the state asked for last. While the
+        connection is down there is nothing to do: the next session subscribes to all topics.
+        """
+        async with self._sync_lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            channel = PREFIX + topic
+            try:
+                if topic in self._topics:
+                    await pubsub.subscribe(channel)
+                else:
+                    await pubsub.unsubscribe(channel)
+            except (RedisError, OSError) as exc:
+                log.debug("pub/sub command failed, the listener will reconnect: %r", exc)
 
     async def _supervise(self) -> None:
         delay = BACKOFF_START
@@ -158,8 +169,10 @@ class RedisBus:
     async def _session(self) -> None:
         pubsub = self.client.pubsub()
         try:
-            await pubsub.subscribe(CONTROL_CHANNEL, *(PREFIX + t for t in self._topics))
-            self._pubsub = pubsub
+            # Under the lock, so a topic followed meanwhile is either in this list or sent after.
+            async with self._sync_lock:
+                await pubsub.subscribe(CONTROL_CHANNEL, *(PREFIX + t for t in self._topics))
+                self._pubsub = pubsub
             await self._listen(pubsub)
         finally:
             self._pubsub = None
