@@ -8,11 +8,14 @@ The socket always leaves its room and the presence list in `finally`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatserver.appkeys import CONVERSATIONS, DB_POOL, HUB, MESSAGES, PRESENCE, SETTINGS, TOKENS
@@ -78,7 +81,6 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
         conversation_id = parse_id(request.match_info["conversation_id"])
     except Problem:
         raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
-    since = parse_since(request)
     cred = credential(request)
     who = await authenticate(app[DB_POOL], app[TOKENS], cred) if cred else None
     if who is None:
@@ -87,6 +89,7 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
         row = await app[CONVERSATIONS].get_row(who, conversation_id)
     except Problem:
         raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
+    since = parse_since(request)
     if since is not None and since > row["last_seq"]:
         raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
     return Session(who, conversation_id, since), row["last_seq"]
@@ -106,7 +109,13 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
                           transport=request.transport)  # type: ignore[arg-type]
-    await serve(request.app, ws, sender, session)
+    try:
+        await serve(request.app, ws, sender, session)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("websocket on %s failed: %r", session.conversation_id.hex, exc)
+        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
+            async with asyncio.timeout(settings.close_timeout):
+                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"server error, resume")
     return ws
 
 
