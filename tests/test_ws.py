@@ -258,3 +258,17 @@ async def test_slow_consumer_is_cut_off_and_never_slows_others(
     assert fast.seqs == list(range(1, posted + 2))
     assert await closed_with(slow) == 4008
     await fast.close()
+
+
+async def test_readyz_reports_the_in_process_bus(api: Api) -> None:
+    _, ready_body, _ = await api.call("GET", "/readyz", expect=200)
+    assert ready_body["bus"] == {"state": "ok"}
+
+
+async def test_socket_under_api_prefix(api: Api) -> None:
+    cid = await api.create_conversation()
+    ws = await api.client.ws_connect(f"/api/ws/conversations/{cid}",
+                                     headers={"Authorization": f"Bearer {api.key}"})
+    _, hello = await ready(ws)
+    assert hello["last_seq"] == 0
+    await ws.close()
