@@ -124,9 +124,10 @@ class Hub:
         self._reconciler = asyncio.create_task(self._reconcile_loop(), name="hub-reconcile")
 
     async def close(self) -> None:
+        tasks = list(self._tasks)
         if self._reconciler is not None:
-            self._reconciler.cancel()
-        for task in list(self._tasks) + [t for t in [self._reconciler] if t]:
+            tasks.append(self._reconciler)
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -129,8 +129,9 @@ async def serve(
     try:
         delivered = await hub.join(cid, sender)
         joined = True
+        # Live frames above `delivered` wait in the sender while the replay reads Postgres, which
+        # already holds everything up to `delivered`: together they leave no gap.
         last = delivered if session.since is None else await replay(app, ws, session)
-        last = max(last, delivered if session.since is None else session.since)
         await ws.send_frame(frame("ready", conversation_id=cid.hex, last_seq=last), WSMsgType.TEXT)
         sender.go_live(last)
         await presence.add(cid, socket_id, session.principal.name)
@@ -148,7 +149,7 @@ async def serve(
 
 
 async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
-    """Send every message above `since` in its current state; the highest seq sent."""
+    """Send every message above `since` in its current state; the highest seq sent (or since)."""
     last = session.since or 0
     while True:
         async with app[DB_POOL].acquire() as conn:
