@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from chatserver.bus import Bus, BusState
+from chatserver.bus import Bus
 from chatserver.config import RealtimeSettings
 from chatserver.frames import Envelope, Kind, message_frame, updated_frame
 from chatserver.models import message_json
@@ -292,10 +292,6 @@ class Hub:
         for room, last_seq in behind:
             log.info("room %s is behind (%s < %s); filling", room.topic, room.delivered, last_seq)
         await asyncio.gather(*(self.fill(room, last_seq) for room, last_seq in behind))
-
-    @property
-    def bus_state(self) -> BusState:
-        return self.bus.state
 
 
 def _behind(rooms: Iterable[Room], last_seqs: dict[uuid.UUID, int]) -> list[tuple[Room, int]]:
