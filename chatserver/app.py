@@ -35,6 +35,7 @@ from chatserver.messages import MessageService
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.problems import problem_middleware
 from chatserver.ratelimit import KeyedLimiter
+from chatserver.realtime import close_sockets, realtime_ctx
 from chatserver.supervisor import Supervisor, TaskState
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
@@ -108,5 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     app.cleanup_ctx.append(webhooks_ctx)
+    app.cleanup_ctx.append(realtime_ctx)
+    app.on_shutdown.append(close_sockets)
     setup_routes(app)
     return app

@@ -90,6 +90,23 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class RealtimeSettings:
+    send_queue_size: int = 1000
+    heartbeat: float = 30.0
+    max_frame_bytes: int = 1_048_576
+    compress: bool = False
+    close_timeout: float = 5.0
+    gap_wait: float = 0.5
+    reconcile_interval: float = 5.0
+    bus_backoff_max: float = 5.0
+    listener_stall_timeout: float = 15.0
+    presence_ttl: float = 30.0
+    token_secret: str = ""
+    token_ttl_default: int = 3600
+    token_ttl_max: int = 86400
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -97,6 +114,7 @@ class Settings:
     messages: MessageSettings = field(default_factory=MessageSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
     @classmethod
     def load(

@@ -15,6 +15,7 @@ import asyncpg
 from chatserver.auth import Principal
 from chatserver.config import MessageSettings
 from chatserver.conversations import ConversationService
+from chatserver.hub import MessageEvents
 from chatserver.models import (
     MEDIA_CONTENT_TYPES,
     ContentType,
@@ -66,6 +67,7 @@ class MessageService:
         self.pool = pool
         self.conversations = conversations
         self.settings = settings
+        self.events: MessageEvents | None = None  # told after each commit (the real-time hub)
 
     def validate_new(
         self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any],
@@ -109,7 +111,10 @@ class MessageService:
                 return self._replay(new, existing)
         if row is None:
             raise not_found()
-        return Posted(message_json(row), created=True)
+        message = message_json(row)
+        if self.events is not None:
+            await self.events.message_created(message)
+        return Posted(message, created=True)
 
     @staticmethod
     def _replay(new: NewMessage, existing: Any) -> Posted:
@@ -154,4 +159,7 @@ class MessageService:
                 await outbox.enqueue_message_event(conn, MESSAGE_UPDATED, row)
         if row is None:
             raise not_found("message")
-        return message_json(row)
+        message = message_json(row)
+        if self.events is not None:
+            await self.events.message_updated(message)
+        return message

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages, openapi, webhooks, workflows
+from chatserver import ws
+from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
 from chatserver.api import metrics as metrics_api
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
 from chatserver.openapi.document import build_document
@@ -40,6 +41,8 @@ ROUTES = [
     ("POST", CONVERSATION + "/webhook-deliveries/{delivery_id}/redeliver", webhooks.redeliver,
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
+    ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 
 

@@ -115,4 +115,12 @@ OPERATIONS: dict[str, Operation] = {
                            ref("WebhookDelivery"), errors=WEBHOOK_ERRORS),
     "webhook_test": Operation("Send a signed webhook.test event now; answers the outcome.",
                               ref("WebhookDelivery"), errors=WEBHOOK_ERRORS),
+    "create_token": Operation(
+        "A short-lived browser token for this conversation and one user.", ref("Token"),
+        status=201, request="TokenCreate", errors=(400, 401, 404, 413, 429)),
+    "conversation_socket": Operation(
+        "The conversation's websocket (see the README for the protocol). Credentials and "
+        "refusals travel as close codes (4401, 4404, 4400) after the upgrade; a request "
+        "that is not a websocket upgrade is 400.", status=101, public=True, errors=(400,),
+        extra={"parameters": [{"name": "since", "in": "query", "schema": SEQ}]}),
 }

@@ -227,6 +227,25 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "success": {"type": "boolean"},
         },
     },
+    "TokenCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["user"],
+        "properties": {
+            "user": {"type": "string", "minLength": 1, "maxLength": 200,
+                     "description": "Who the browser is: created_by of its messages, its "
+                     "presence identity."},
+            "ttl": {"type": "integer", "minimum": 1, "maximum": 86400,
+                    "description": "Seconds until it expires (at most [realtime] "
+                    "token_ttl_max)."},
+        },
+    },
+    "Token": {
+        "type": "object",
+        "required": ["token", "expires_at"],
+        "properties": {"token": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+                       "expires_at": TIMESTAMP},
+    },
     "Health": {
         "type": "object",
         "required": ["status"],
