@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api.responses import json_response, next_link
+from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import CONVERSATIONS, SETTINGS, principal
 from chatserver.conversations import parse_id
-from chatserver.validation import query_int, read_json_object
+from chatserver.validation import read_json_object
 
 
 async def create_conversation(request: web.Request) -> web.Response:
@@ -23,10 +23,7 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 async def list_conversations(request: web.Request) -> web.Response:
-    limits = request.app[SETTINGS].messages
-    limit = query_int(request, "limit", default=limits.page_default, minimum=1,
-                      maximum=limits.page_max)
-    assert limit is not None
+    limit = page_limit(request)
     items, cursor = await request.app[CONVERSATIONS].list(
         principal(request), request.query.get("before"), limit
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api.responses import json_response, next_link
+from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import MESSAGES, SETTINGS, principal
 from chatserver.conversations import parse_id
 from chatserver.problems import ValidationProblem
@@ -24,10 +24,7 @@ async def post_message(request: web.Request) -> web.Response:
 
 async def list_messages(request: web.Request) -> web.Response:
     conversation_id = parse_id(request.match_info["conversation_id"])
-    limits = request.app[SETTINGS].messages
-    limit = query_int(request, "limit", default=limits.page_default, minimum=1,
-                      maximum=limits.page_max)
-    assert limit is not None
+    limit = page_limit(request)
     before = query_int(request, "before")
     after = query_int(request, "after")
     order = request.query.get("order", "desc")

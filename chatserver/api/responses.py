@@ -8,6 +8,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from chatserver.appkeys import SETTINGS
+from chatserver.validation import query_int
+
 
 def json_response(
     data: Any, status: int = 200, headers: Mapping[str, str] | None = None
@@ -15,6 +18,15 @@ def json_response(
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )
+
+
+def page_limit(request: web.Request) -> int:
+    """The `limit` query parameter, bounded by the [messages] page settings."""
+    limits = request.app[SETTINGS].messages
+    limit = query_int(request, "limit", default=limits.page_default, minimum=1,
+                      maximum=limits.page_max)
+    assert limit is not None  # it has a default
+    return limit
 
 
 def next_link(request: web.Request, **params: str | int) -> dict[str, str]:

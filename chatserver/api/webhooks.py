@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api.responses import json_response, next_link
-from chatserver.appkeys import SETTINGS, WEBHOOKS, principal
+from chatserver.api.responses import json_response, next_link, page_limit
+from chatserver.appkeys import WEBHOOKS, principal
 from chatserver.conversations import parse_id
 from chatserver.validation import query_int
 
@@ -28,10 +28,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 async def list_deliveries(request: web.Request) -> web.Response:
     conversation_id = parse_id(request.match_info["conversation_id"])
-    limits = request.app[SETTINGS].messages
-    limit = query_int(request, "limit", default=limits.page_default, minimum=1,
-                      maximum=limits.page_max)
-    assert limit is not None
+    limit = page_limit(request)
     before = query_int(request, "before", minimum=1)
     items, next_before = await request.app[WEBHOOKS].deliveries(
         principal(request), conversation_id, before, limit

@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from chatserver.api.responses import json_response, next_link
+from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import DB_POOL, SETTINGS, principal
 from chatserver.problems import ValidationProblem
-from chatserver.validation import query_int, read_json_object
+from chatserver.validation import read_json_object
 from chatserver.workflows import NotFound, WorkflowConversationManager, parse_id
 
 
@@ -66,10 +66,7 @@ async def connect_to_workflow_conversation(request: web.Request) -> web.Response
 async def list_user_workflow_conversations(request: web.Request) -> web.Response:
     service = manager(request)
     user_id = parse_id(request.match_info["user_id"], "user_id")
-    limits = request.app[SETTINGS].messages
-    limit = query_int(request, "limit", default=limits.page_default, minimum=1,
-                      maximum=limits.page_max)
-    assert limit is not None
+    limit = page_limit(request)
     page = await service.page_for_user(
         user_id, running=running_param(request), before=request.query.get("before"), limit=limit
     )
