@@ -41,6 +41,7 @@ from bench.clients import (
     socket_url,
 )
 from bench.peers.common import install_uvloop, raise_nofile_limit
+from bench.rawhttp import RawHttp
 from bench.stats import percentiles
 
 SATURATED = 0.9  # generator CPU share of one core above which its figures measure the client
@@ -119,16 +120,24 @@ class Generator:
         self.http_errors = 0
         self.behind = 0  # rate mode: sends that started over 5 ms late
         self.session: Any = None
+        self.idle_http: list[RawHttp] = []  # keep-alive connections of the REST publishers
         every = max(1, (len(spec.rooms) * spec.per_room) // max(1, spec.sample_sockets))
         self.sample_every = every
 
     # --- connecting ---------------------------------------------------------------------------
 
     async def open_session(self) -> None:
-        import aiohttp
+        """The aiohttp session serves the aiohttp websocket client only."""
+        if self.spec.client == "aiohttp":
+            import aiohttp
 
-        connector = aiohttp.TCPConnector(limit=0, force_close=False)
-        self.session = aiohttp.ClientSession(connector=connector)
+            self.session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        for client in self.idle_http:
+            client.close()
+        if self.session is not None:
+            await self.session.close()
 
     def _connector(self) -> Callable[..., Any]:
         if self.spec.client == "aiohttp":
@@ -185,20 +194,22 @@ class Generator:
         return "http" + url[2:] if url.startswith("ws") else url
 
     async def _post(self, room: int) -> None:
-        spec = self.spec
-        url = f"{self._base_http()}/conversations/{spec.rooms[room]}/messages"
         self.published[room] += 1
+        path = f"/conversations/{self.spec.rooms[room]}/messages"
         body = orjson.dumps({"content": self._content()})
-        headers = {"Content-Type": "application/json", **auth_headers(spec.token)}
+        client = self.idle_http.pop() if self.idle_http else RawHttp(
+            self._base_http(), auth_headers(self.spec.token))
         try:
-            async with self.session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-                if resp.status < 300:
-                    self.persisted[room] += 1
-                else:
-                    self._http_error(resp.status)
+            status = await client.post(path, body)
         except Exception as exc:  # noqa: BLE001 - counted and reported
+            client.close()
             self._http_error(repr(exc))
+            return
+        self.idle_http.append(client)
+        if status < 300:
+            self.persisted[room] += 1
+        else:
+            self._http_error(status)
 
     def _http_error(self, what: object) -> None:
         self.http_errors += 1
@@ -393,7 +404,7 @@ async def amain(spec: Spec) -> None:
         else:
             await run_publish(gen, commands)
     finally:
-        await gen.session.close()
+        await gen.close()
 
 
 def main(argv: list[str] | None = None) -> None:
