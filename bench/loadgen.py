@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench.clients import (
+    CONNECT_TIMEOUT,
     Receiver,
     Tally,
     auth_headers,
@@ -131,7 +132,8 @@ class Generator:
         if self.spec.client == "aiohttp":
             import aiohttp
 
-            self.session = aiohttp.ClientSession()
+            # limit=0: a websocket holds its connector slot, and the default allows only 100.
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def close(self) -> None:
         for client in self.idle_http:
@@ -156,8 +158,9 @@ class Generator:
         url = socket_url(spec.targets[i % len(spec.targets)], spec.protocol, spec.rooms[room])
         async with gate:
             try:
-                self.handles.append(await self._connector()(
-                    url, receiver, auth_headers(spec.token), self._local_addr(i)))
+                self.handles.append(await asyncio.wait_for(self._connector()(
+                    url, receiver, auth_headers(spec.token), self._local_addr(i)),
+                    CONNECT_TIMEOUT))
             except Exception as exc:  # noqa: BLE001 - counted and reported, never fatal
                 self.tally.failed += 1
                 if self.tally.failed <= 3:

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bench import servers
+from bench import profile, servers
 from bench.scenarios import FULL, QUICK, Scenario, scenarios
 from bench.stats import rss_bytes, tree_cpu_seconds
 
@@ -32,9 +32,13 @@ SERVERS = ("ours", "bare", "socketio")
 class Measurement:
     """Drives one load generator process and collects what the server side did meanwhile."""
 
-    def __init__(self, side: servers.ServerSide, scenario: Scenario) -> None:
+    def __init__(self, side: servers.ServerSide, scenario: Scenario,
+                 profile_dir: Path | None = None, profile_core: str | None = None) -> None:
         self.side = side
         self.scenario = scenario
+        self.profile_dir = profile_dir
+        self.profile_core = profile_core
+        self.profilers: list[tuple[Path, subprocess.Popen[bytes]]] = []
         self.figures: dict[str, Any] = {}
         self.rss0 = 0
         self.cpu0 = self.t0 = 0.0
@@ -42,6 +46,7 @@ class Measurement:
     def on_event(self, event: dict[str, Any], reply: Any) -> None:
         kind = event.pop("event")
         if kind == "connected":
+            self._start_profilers()
             self.cpu0, self.t0 = tree_cpu_seconds(self.side.cpu_pids()), time.monotonic()
             reply("go")
         elif kind == "measured":
@@ -57,6 +62,28 @@ class Measurement:
             reply("next")
         elif kind == "result":
             self.figures = {**event, **self.figures}
+
+    def _start_profilers(self) -> None:
+        if self.profile_dir is None:
+            return
+        seconds = self.scenario.spec.get("duration", 5)
+        for i, pid in enumerate(self.side.rss_pids()):
+            out = self.profile_dir / f"{self.scenario.id}-{self.side.name}-{i}.txt"
+            proc = profile.start(pid, out, seconds, self.profile_core)
+            if proc is not None:
+                self.profilers.append((out, proc))
+
+    def profiles(self) -> list[str]:
+        """Wait for the profilers (bounded) and summarize what they recorded."""
+        summaries = []
+        for out, proc in self.profilers:
+            try:
+                proc.wait(servers.STOP_TIMEOUT + self.scenario.spec.get("duration", 5))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if out.exists():
+                summaries.append(profile.summarize(out))
+        return summaries
 
     def _kib_per_socket(self, sockets: int) -> float | None:
         time.sleep(SETTLE)
@@ -107,16 +134,24 @@ def _budget(scenario: Scenario) -> float:
 
 def run_one(scenario: Scenario, name: str, shared: servers.Shared,
             args: argparse.Namespace) -> dict[str, Any]:
-    side = servers.STARTERS[name](shared, scenario.instances)
+    if name == "ours":
+        env = {**scenario.ours_env, **dict(kv.split("=", 1) for kv in args.ours_env)}
+        redis = scenario.instances > 1 or not args.no_redis
+        side = servers.start_ours(shared, scenario.instances, env, redis=redis)
+    else:
+        side = servers.STARTERS[name](shared, scenario.instances)
     try:
         rooms = servers.create_conversations(side, scenario.rooms)
         spec = {"client": args.client, "uvloop": not args.no_gen_uvloop, **scenario.spec,
                 "targets": side.targets, "rooms": rooms, "protocol": side.protocol,
                 "token": side.token}
-        measurement = Measurement(side, scenario)
+        profile_dir = Path(args.profile) if args.profile else None
+        measurement = Measurement(side, scenario, profile_dir, args.gen_core)
         time.sleep(SETTLE)
         measurement.rss0 = rss_bytes(side.rss_pids())
         run_generator(spec, args.gen_core, measurement, _budget(scenario))
+        for summary in measurement.profiles():
+            print(summary, flush=True)
         return measurement.derive()
     finally:
         side.close()
@@ -191,6 +226,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gen-core", default="1", help="taskset cores of the load generator")
     parser.add_argument("--no-peer-uvloop", action="store_true", help="peers on plain asyncio")
     parser.add_argument("--no-gen-uvloop", action="store_true", help="generator on asyncio")
+    parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for our server, e.g. CHATSERVER_REALTIME_COMPRESS=true")
+    parser.add_argument("--no-redis", action="store_true",
+                        help="our single-instance scenarios on the in-process bus")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record the server processes with py-spy into DIR and summarize")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser.parse_args(argv)

@@ -45,6 +45,7 @@ class Scenario:
     instances: int = 1
     servers: tuple[str, ...] = ("ours", "bare", "socketio")
     idle: bool = False
+    ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -69,6 +70,12 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  {"steps": [steps[0]], "per_room": per_idle_room, "touch": True,
                   "client": "aiohttp", "compress": 15, **timing},
                  _idle_metrics(steps[:1]), idle=True),
+        Scenario("1z", "the same with our [realtime] compress = true (deflate negotiated)",
+                 -(-steps[0] // per_idle_room),
+                 {"steps": [steps[0]], "per_room": per_idle_room, "touch": True,
+                  "client": "aiohttp", "compress": 15, **timing},
+                 _idle_metrics(steps[:1]), idle=True, servers=("ours",),
+                 ours_env={"CHATSERVER_REALTIME_COMPRESS": "true"}),
         Scenario("2", f"fan-out: 1 room x {room}, publisher as fast as possible", 1,
                  {"per_room": room, "window": 20, "publishers": 1, **timing}, fan),
         Scenario("3", f"fixed rate: 50 msg/s into 1 room x {room}", 1,

@@ -200,7 +200,7 @@ def _chatserver(*args: str) -> list[str]:
     return [sys.executable, "-m", "chatserver", *args]
 
 
-def _ours_env(shared: Shared, redis: bool) -> dict[str, str]:
+def _ours_env(shared: Shared, redis: bool, extra: dict[str, str]) -> dict[str, str]:
     pg = shared.need_postgres()
     env = {
         "CHATSERVER_DATABASE_URL": pg.dsn,
@@ -208,7 +208,7 @@ def _ours_env(shared: Shared, redis: bool) -> dict[str, str]:
         "CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "0",  # the generator is one key
         "CHATSERVER_SERVER_LOG_LEVEL": "WARNING",
     }
-    return env
+    return {**env, **extra}
 
 
 def _ours_key(shared: Shared, env: dict[str, str]) -> str:
@@ -219,8 +219,10 @@ def _ours_key(shared: Shared, env: dict[str, str]) -> str:
     return shared.key
 
 
-def start_ours(shared: Shared, instances: int = 1, redis: bool = True) -> ServerSide:
-    env = _ours_env(shared, redis)
+def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = None,
+               redis: bool = True) -> ServerSide:
+    """`instances` processes of `chatserver serve` on one Postgres (and Redis unless told not)."""
+    env = _ours_env(shared, redis, env or {})
     token = _ours_key(shared, env)
     procs, ports = [], []
     for i in range(instances):
@@ -276,4 +278,4 @@ def start_socketio(shared: Shared, instances: int = 1) -> ServerSide:
                  ["--redis", redis.url], [redis.proc.pid])
 
 
-STARTERS = {"ours": start_ours, "bare": start_bare, "socketio": start_socketio}
+STARTERS = {"bare": start_bare, "socketio": start_socketio}
