@@ -19,6 +19,9 @@ from pathlib import Path
 from bench.servers import pinned
 
 RATE = 250  # samples per second
+# Frames every sample of the event loop thread passes through: left out of the "total" table.
+_FRAME_NOISE = ("<frozen runpy>", "__main__.py", "cli.py", "run_app", "run_until_complete",
+                "run_forever", "_run_once", "Handle._run")
 _LINE = re.compile(r"^(.*) (\d+)$")
 
 
@@ -59,7 +62,8 @@ def summarize(path: Path, top: int = 20) -> str:
         frames = [_short(f) for f in stack]
         own[frames[-1]] += count
         for name in set(frames):
-            total[name] += count
+            if not any(noise in name for noise in _FRAME_NOISE):
+                total[name] += count
     if not samples:
         return f"{path}: no samples"
     rows = [f"{path.name}: {samples} samples", "", "| self % | function |", "| --- | --- |"]

@@ -92,6 +92,8 @@ class Measurement:
 
     def derive(self) -> dict[str, Any]:
         f = self.figures
+        if "gen_cpu" in f:
+            f["gen_cpu_pct"] = round(100 * f["gen_cpu"], 1)
         cpu = f.get("server_cpu_s") or 0
         if cpu:
             f["deliveries_per_cpu_s"] = round(f.get("deliveries", 0) / cpu)

@@ -15,6 +15,7 @@ PER_CPU = ("deliveries per server CPU-s", "deliveries_per_cpu_s", UP)
 CPU = ("server CPU %", "server_cpu_pct", DOWN)
 P50, P99, MAX = ("p50 ms", "p50_ms", DOWN), ("p99 ms", "p99_ms", DOWN), ("max ms", "max_ms", DOWN)
 LOST = ("lost deliveries", "lost", DOWN)
+GEN = ("generator core % (>= 90: figure measures the client)", "gen_cpu_pct", DOWN)
 MSGS = ("messages/s persisted (acked)", "messages_per_s", UP)
 MSGS_CPU = ("messages per server CPU-s", "messages_per_cpu_s", UP)
 
@@ -59,7 +60,7 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
     steps, room, d = sizes.idle_steps, sizes.room, sizes.duration
     per_idle_room = 100
     timing = {"duration": d, "drain": sizes.drain}
-    fan = (FANOUT, PER_CPU, CPU, P50, P99, MAX, LOST)
+    fan = (FANOUT, PER_CPU, CPU, P50, P99, MAX, LOST, GEN)
     not_durable = {"bare": "not durable", "socketio": "not durable"}
     return [
         Scenario("1", "idle sockets (rooms of 100), server RSS", -(-steps[-1] // per_idle_room),
@@ -82,7 +83,7 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST)),
         Scenario("4", f"many rooms: {sizes.rooms} x 2, publishers spread", sizes.rooms,
                  {"per_room": 2, "window": 5, "publishers": 50, **timing},
-                 (MSGS, FANOUT, PER_CPU, CPU, P99, LOST)),
+                 (MSGS, FANOUT, PER_CPU, CPU, P99, LOST, GEN)),
         Scenario("5", f"cross-instance: 2 instances + Redis, 1 room x {room} split, max rate", 1,
                  {"per_room": room, "window": 20, "publishers": 1, **timing}, fan,
                  instances=2, servers=("ours", "socketio")),
