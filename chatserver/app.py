@@ -15,6 +15,7 @@ from aiohttp import web
 from chatserver.api.cors import cors_middleware
 from chatserver.api.metrics import metrics_middleware
 from chatserver.api.middleware import auth_middleware
+from chatserver.api.openapi import schema_middleware
 from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
     CONVERSATIONS,
@@ -91,7 +92,10 @@ def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, cors_middleware, problem_middleware, auth_middleware],
+        middlewares=[
+            metrics_middleware, cors_middleware, problem_middleware, auth_middleware,
+            schema_middleware,
+        ],
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings

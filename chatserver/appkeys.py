@@ -20,6 +20,8 @@ MESSAGES = web.AppKey("messages", MessageService)
 METRICS = web.AppKey("metrics", Metrics)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 RATE_LIMITER = web.AppKey("rate_limiter", KeyedLimiter)
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
+BODY_VALIDATORS = web.AppKey("body_validators", dict)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

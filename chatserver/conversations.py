@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Any
@@ -10,6 +9,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from chatserver import cursors
 from chatserver.auth import Principal
 from chatserver.models import Channel, Usecase, conversation_json
 from chatserver.problems import ValidationProblem, not_found
@@ -39,8 +39,12 @@ def check_callback_url(fields: Fields, config: dict[str, Any]) -> None:
     if not isinstance(url, str):
         fields.fail(name, "must be a string")
         return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        absolute = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        absolute = False
+    if not absolute:
         fields.fail(name, "must be an absolute http(s) URL")
     elif len(url) > 2048:
         fields.fail(name, "must be at most 2048 characters")
@@ -74,17 +78,11 @@ def _team_for_create(fields: Fields, principal: Principal) -> int | None:
 
 
 def encode_cursor(row: Any) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id'].hex}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return cursors.encode_cursor(row["created_at"], row["id"].hex)
 
 
 def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        stamp, _, hex_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(hex=hex_id)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationProblem([("before", "not a cursor this server issued")]) from None
+    return cursors.decode_cursor(text, lambda key: uuid.UUID(hex=key))
 
 
 class ConversationService:

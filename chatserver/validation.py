@@ -48,12 +48,21 @@ def check_json_value(value: Any, max_depth: int, path: str = "") -> list[tuple[s
     return problems
 
 
+JSON_BODY = web.RequestKey("json_body", dict)
+
+
 async def read_json_object(request: web.Request, max_depth: int) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 problem (the content type is not policed)."""
+    """The request body as a JSON object, or a 400 problem (the content type is not policed).
+
+    Parsed once per request: the schema middleware may already have read and checked it.
+    """
+    if JSON_BODY in request:
+        return request[JSON_BODY]
     raw = await request.read()
     if not raw.strip():
         raise ValidationProblem([("body", "a JSON object is required")])
-    return parse_json_object(raw, max_depth)
+    request[JSON_BODY] = parse_json_object(raw, max_depth)
+    return request[JSON_BODY]
 
 
 def parse_json_object(raw: bytes | str, max_depth: int) -> dict[str, Any]:

@@ -214,3 +214,13 @@ async def test_unexpected_failure_is_a_500_without_internals(api: Api, db, caplo
     assert "content" not in str(body) and "column" not in str(body)
     assert headers["X-Request-Id"] == body["request_id"]
     assert body["request_id"] in caplog.text
+
+
+async def test_callback_url_that_cannot_be_parsed_is_400(api: Api) -> None:
+    for url in ("http://[::1", "http://\u007f\u00a2]b", "http://x:99999999/"):
+        status, body, _ = await api.call(
+            "POST", "/conversations", {"channel": "API", "config": {"callback_url": url}}
+        )
+        assert status in (201, 400), url
+        if status == 400:
+            assert body["invalid-params"][0]["name"] == "config.callback_url"

@@ -11,7 +11,7 @@ from chatserver.auth import bearer_token, principal_for_key
 from chatserver.problems import Handler, Problem, unauthorized
 
 # Route names (without the "api." prefix) that anyone may call.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics"})
+PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi"})
 
 
 def route_name(request: web.Request) -> str:

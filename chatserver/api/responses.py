@@ -22,4 +22,4 @@ def next_link(request: web.Request, **params: str | int) -> dict[str, str]:
     query = dict(request.query)
     query.update({k: str(v) for k, v in params.items()})
     url = request.url.with_query(query)
-    return {"Link": f'<{url.path_qs}>; rel="next"'}
+    return {"Link": f'<{url.raw_path_qs}>; rel="next"'}

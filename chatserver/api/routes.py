@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages
+from chatserver.api import conversations, health, messages, openapi, workflows
 from chatserver.api import metrics as metrics_api
+from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
+from chatserver.openapi.document import build_document
+from chatserver.openapi.validate import compile_validators
 
 CONVERSATION = "/conversations/{conversation_id}"
+WORKFLOW = "/workflow-conversations"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
     ("GET", "/readyz", health.readyz, "readyz"),
     ("GET", "/metrics", metrics_api.metrics, "metrics"),
+    ("GET", "/openapi.json", openapi.openapi_json, "openapi"),
     ("POST", "/conversations", conversations.create_conversation, "create_conversation"),
     ("GET", "/conversations", conversations.list_conversations, "list_conversations"),
     ("GET", CONVERSATION, conversations.get_conversation, "get_conversation"),
@@ -20,10 +25,20 @@ ROUTES = [
     ("POST", CONVERSATION + "/messages", messages.post_message, "post_message"),
     ("GET", CONVERSATION + "/messages", messages.list_messages, "list_messages"),
     ("PATCH", CONVERSATION + "/messages/{message_id}", messages.update_message, "update_message"),
+    ("POST", WORKFLOW, workflows.create_workflow_conversation, "create_workflow_conversation"),
+    ("GET", WORKFLOW + "/{id}", workflows.get_workflow_conversation, "get_workflow_conversation"),
+    ("PATCH", WORKFLOW + "/{id}", workflows.update_workflow_conversation,
+     "update_workflow_conversation"),
+    ("POST", WORKFLOW + "/{id}/connect", workflows.connect_to_workflow_conversation,
+     "connect_to_workflow_conversation"),
+    ("GET", "/users/{user_id}" + WORKFLOW, workflows.list_user_workflow_conversations,
+     "list_user_workflow_conversations"),
 ]
 
 
 def setup_routes(app: web.Application) -> None:
+    app[OPENAPI_DOCUMENT] = build_document(ROUTES)
+    app[BODY_VALIDATORS] = compile_validators()
     for method, path, handler, name in ROUTES:
         app.router.add_route(method, path, handler, name=name)
         app.router.add_route(method, "/api" + path, handler, name="api." + name)

@@ -1,0 +1,97 @@
+"""What each named route does, takes and answers: the source of the OpenAPI operations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatserver.openapi.schemas import HEX_ID, POSITIVE_ID, ref
+
+# Path parameters by name, wherever they appear in a route.
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "conversation_id": HEX_ID,
+    "message_id": HEX_ID,
+    "id": POSITIVE_ID,
+    "user_id": POSITIVE_ID,
+}
+
+LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                    "maximum": 500, "default": 50}}
+SEQ = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+SEQ_BEFORE = {"name": "before", "in": "query", "description": "Only messages with a lower seq.",
+              "schema": SEQ}
+SEQ_AFTER = {"name": "after", "in": "query", "description": "Only messages with a higher seq.",
+             "schema": SEQ}
+ORDER = {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["desc", "asc"],
+                                                    "default": "desc"}}
+RUNNING = {"name": "running", "in": "query", "description": "Only running ones "
+           "(configuration.running is JSON true).",
+           "schema": {"type": "string", "enum": ["true", "false"], "default": "false"}}
+CURSOR = {"name": "before", "in": "query", "description": "Cursor from the previous page's Link.",
+          "schema": {"type": "string"}}
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    response: dict[str, Any] | None = None
+    status: int = 200
+    request: str | None = None
+    query: tuple[dict[str, Any], ...] = ()
+    public: bool = False
+    errors: tuple[int, ...] = (400, 401, 404, 429)
+    paginated: bool = False
+    content_type: str = "application/json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def array_of(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": ref(name)}
+
+
+OPERATIONS: dict[str, Operation] = {
+    "healthz": Operation("Liveness: the process is up.", ref("Health"), public=True, errors=()),
+    "readyz": Operation("Readiness: database, bus and background tasks are healthy.",
+                        ref("Health"), public=True, errors=(503,)),
+    "metrics": Operation("Prometheus metrics.", {"type": "string"}, public=True, errors=(),
+                         content_type="text/plain"),
+    "openapi": Operation("This document.", {"type": "object"}, public=True, errors=()),
+    "create_conversation": Operation(
+        "Create a conversation.", ref("ConversationCreated"), status=201,
+        request="ConversationCreate", errors=(400, 401, 413, 429)),
+    "list_conversations": Operation(
+        "The caller's conversations, newest first.", array_of("Conversation"),
+        query=(LIMIT, CURSOR), paginated=True, errors=(400, 401, 429)),
+    "get_conversation": Operation("One conversation.", ref("Conversation")),
+    "update_conversation": Operation(
+        "Change config and/or metadata (top-level merge patches).", ref("Conversation"),
+        request="ConversationPatch", errors=(400, 401, 404, 413, 429)),
+    "post_message": Operation(
+        "Post a message; acknowledged after commit. Idempotent with client_id or "
+        "Idempotency-Key.", ref("Message"), status=201, request="MessageCreate",
+        errors=(400, 401, 404, 413, 422, 429),
+        extra={"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                               "schema": {"type": "string", "minLength": 1,
+                                          "maxLength": 200}}]}),
+    "list_messages": Operation(
+        "The history, newest first by default; keyset pagination by seq.", array_of("Message"),
+        query=(LIMIT, SEQ_BEFORE, SEQ_AFTER, ORDER), paginated=True),
+    "update_message": Operation(
+        "Change a message's status and/or metadata; it keeps its seq.", ref("Message"),
+        request="MessagePatch", errors=(400, 401, 404, 413, 429)),
+    "create_workflow_conversation": Operation(
+        "Create a workflow conversation.", ref("WorkflowConversation"), status=201,
+        request="WorkflowConversationCreate", errors=(400, 401, 413, 429)),
+    "get_workflow_conversation": Operation(
+        "One workflow conversation.", ref("WorkflowConversation")),
+    "update_workflow_conversation": Operation(
+        "Set agent_product_id, user_id and/or configuration (replaced whole).",
+        ref("WorkflowConversation"), request="WorkflowConversationPatch",
+        errors=(400, 401, 404, 413, 429)),
+    "connect_to_workflow_conversation": Operation(
+        "Merge connection data into configuration (atomically).", ref("WorkflowConversation"),
+        request="WorkflowConnection", errors=(400, 401, 404, 413, 429)),
+    "list_user_workflow_conversations": Operation(
+        "A user's workflow conversations, newest first.", array_of("WorkflowConversation"),
+        query=(LIMIT, CURSOR, RUNNING), paginated=True, errors=(400, 401, 429)),
+}

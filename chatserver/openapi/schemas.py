@@ -1,0 +1,181 @@
+"""JSON Schemas of the API's objects and request bodies (OpenAPI 3.1 components)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatserver.models import Channel, ContentType, MessageStatus, MessageType, Usecase
+
+HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+OBJECT = {"type": "object"}
+POSITIVE_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+
+
+def enum_of(enum: Any) -> dict[str, Any]:
+    return {"type": "string", "enum": [member.value for member in enum]}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string"},
+            "request_id": {"type": "string"},
+            "invalid-params": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "reason"],
+                    "properties": {"name": {"type": "string"}, "reason": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "ConversationCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["channel"],
+        "properties": {
+            "channel": enum_of(Channel),
+            "usecase": enum_of(Usecase),
+            "config": {
+                "type": "object",
+                "description": "Free-form; `workflow_id` (required for WORKFLOW_EXECUTION) and "
+                "`callback_url` (absolute http(s) URL) have meaning.",
+                "properties": {
+                    "workflow_id": {"type": ["string", "integer"], "minLength": 1,
+                                    "pattern": "\\S"},
+                    "callback_url": {"type": "string", "maxLength": 2048,
+                                     "pattern": "^https?://[^/?#@:\\s]"},
+                },
+            },
+            "metadata": OBJECT,
+            "team_id": {"type": ["integer", "null"], "minimum": -(2**63),
+                        "maximum": 2**63 - 1},
+        },
+    },
+    "ConversationCreated": {
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": HEX_ID},
+    },
+    "ConversationPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "description": "`config` and `metadata` are top-level JSON merge patches (null removes).",
+        "properties": {"config": OBJECT, "metadata": OBJECT},
+    },
+    "Conversation": {
+        "type": "object",
+        "required": ["id", "channel", "usecase", "config", "metadata", "team_id", "last_seq",
+                     "created_at", "updated_at"],
+        "properties": {
+            "id": HEX_ID,
+            "channel": enum_of(Channel),
+            "usecase": enum_of(Usecase),
+            "config": OBJECT,
+            "metadata": OBJECT,
+            "team_id": {"type": ["integer", "null"]},
+            "last_seq": {"type": "integer", "minimum": 0},
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+    },
+    "MessageCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["content"],
+        "properties": {
+            "content": {"type": "string"},
+            "content_type": enum_of(ContentType),
+            "filename": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024},
+            "type": enum_of(MessageType),
+            "status": enum_of(MessageStatus),
+            "metadata": OBJECT,
+            "client_id": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    },
+    "MessagePatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {"status": enum_of(MessageStatus), "metadata": OBJECT},
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "conversation_id", "seq", "client_id", "content", "content_type",
+                     "filename", "type", "channel", "status", "metadata", "created_by",
+                     "created_at", "updated_at"],
+        "properties": {
+            "id": HEX_ID,
+            "conversation_id": HEX_ID,
+            "seq": {"type": "integer", "minimum": 1},
+            "client_id": {"type": ["string", "null"]},
+            "content": {"type": "string"},
+            "content_type": enum_of(ContentType),
+            "filename": {"type": ["string", "null"]},
+            "type": enum_of(MessageType),
+            "channel": {"type": "string"},
+            "status": enum_of(MessageStatus),
+            "metadata": OBJECT,
+            "created_by": {"type": "string"},
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+    },
+    "WorkflowConversationCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["agent_product_id"],
+        "properties": {
+            "agent_product_id": POSITIVE_ID,
+            "user_id": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**63 - 1},
+            "configuration": {"type": ["object", "null"]},
+        },
+    },
+    "WorkflowConversationPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Fields to set; `configuration` is replaced whole.",
+        "properties": {
+            "agent_product_id": POSITIVE_ID,
+            "user_id": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**63 - 1},
+            "configuration": OBJECT,
+        },
+    },
+    "WorkflowConnection": {
+        "type": "object",
+        "description": "Top-level keys merged into `configuration`; the rest is kept.",
+    },
+    "WorkflowConversation": {
+        "type": "object",
+        "required": ["id", "agent_product_id", "user_id", "team_id", "configuration",
+                     "created_at", "updated_at"],
+        "properties": {
+            "id": POSITIVE_ID,
+            "agent_product_id": POSITIVE_ID,
+            "user_id": {"type": ["integer", "null"]},
+            "team_id": {"type": ["integer", "null"]},
+            "configuration": OBJECT,
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "checks": OBJECT, "tasks": OBJECT},
+    },
+}
