@@ -245,12 +245,14 @@ class Generator:
             await self._post(room)
 
     async def publish_max_rest(self, deadline: float) -> None:
+        """`publishers` loops, one request in flight each: rooms split among them, or (fewer
+        rooms than loops) several loops per room, all held to the room's window."""
         probes = self._probes()
         budget = itertools.count()
-        n = min(self.spec.publishers, len(self.spec.rooms)) or 1
-        loops = [self._rest_loop(list(range(p, len(self.spec.rooms), n)), deadline, budget,
-                                 probes) for p in range(n)]
-        await asyncio.gather(*loops)
+        n, rooms = max(1, self.spec.publishers), len(self.spec.rooms)
+        shares = [list(range(p, rooms, n)) if rooms >= n else [p % rooms] for p in range(n)]
+        await asyncio.gather(*(self._rest_loop(share, deadline, budget, probes)
+                               for share in shares))
 
     async def publish_rate_rest(self, deadline: float) -> None:
         rate = float(self.spec.rate or 1.0)

@@ -230,6 +230,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-gen-uvloop", action="store_true", help="generator on asyncio")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for our server, e.g. CHATSERVER_REALTIME_COMPRESS=true")
+    parser.add_argument("--ours-src", metavar="DIR",
+                        help="run our server from this checkout (e.g. an exported branch)")
     parser.add_argument("--no-redis", action="store_true",
                         help="our single-instance scenarios on the in-process bus")
     parser.add_argument("--profile", metavar="DIR",
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     wanted = [s for s in args.scenarios.split(",") if s]
     chosen = [sc for sc in every if not wanted or sc.id in wanted]
     names = [n for n in args.servers.split(",") if n]
-    shared = servers.Shared.create(args.server_core, not args.no_peer_uvloop)
+    shared = servers.Shared.create(args.server_core, not args.no_peer_uvloop, args.ours_src)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     print(f"# {machine()}", flush=True)
     try:

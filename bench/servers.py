@@ -45,10 +45,10 @@ def pinned(core: str | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", core, *argv] if core and shutil.which("taskset") else argv
 
 
-def spawn(argv: list[str], core: str | None, log: Path, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], core: str | None, log: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 - the child owns it; closed when the runner exits
-    return subprocess.Popen(pinned(core, argv), stdout=out, stderr=subprocess.STDOUT,
+    return subprocess.Popen(pinned(core, argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                             env={**os.environ, **(env or {})}, preexec_fn=_raise_nofile)
 
 
@@ -168,13 +168,15 @@ class Shared:
     workdir: Path
     core: str | None
     uvloop: bool
+    ours_src: Path | None = None  # run our server from this checkout instead of the installed one
     redis: Redis | None = None
     postgres: Postgres | None = None
     key: str | None = None
 
     @classmethod
-    def create(cls, core: str | None, uvloop: bool) -> Shared:
-        return cls(Path(tempfile.mkdtemp(prefix="chatbench-")), core, uvloop)
+    def create(cls, core: str | None, uvloop: bool, ours_src: str | None = None) -> Shared:
+        src = Path(ours_src).resolve() if ours_src else None
+        return cls(Path(tempfile.mkdtemp(prefix="chatbench-")), core, uvloop, src)
 
     def need_redis(self) -> Redis:
         if self.redis is None:
@@ -208,13 +210,16 @@ def _ours_env(shared: Shared, redis: bool, extra: dict[str, str]) -> dict[str, s
         "CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "0",  # the generator is one key
         "CHATSERVER_SERVER_LOG_LEVEL": "WARNING",
     }
+    if shared.ours_src:
+        env["PYTHONPATH"] = str(shared.ours_src)
     return {**env, **extra}
 
 
 def _ours_key(shared: Shared, env: dict[str, str]) -> str:
     if shared.key is None:
         out = subprocess.run(_chatserver("keys", "create", "--name", "bench"), env={
-            **os.environ, **env}, capture_output=True, check=True, timeout=START_TIMEOUT)
+            **os.environ, **env}, capture_output=True, check=True, timeout=START_TIMEOUT,
+            cwd=shared.ours_src)
         shared.key = out.stdout.decode().strip().splitlines()[-1]
     return shared.key
 
@@ -229,7 +234,7 @@ def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = 
         port = free_port()
         log = shared.workdir / f"ours-{i}.log"
         procs.append(spawn(_chatserver("serve", "--host", HOST, "--port", str(port)),
-                           shared.core, log, env))
+                           shared.core, log, env, shared.ours_src))
         ports.append(port)
         wait_http(f"http://{HOST}:{port}/healthz", procs[-1], log)
     extra = [shared.need_postgres().pid] + ([shared.need_redis().proc.pid] if redis else [])
