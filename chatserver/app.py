@@ -35,7 +35,10 @@ from chatserver.messages import MessageService
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.problems import problem_middleware
 from chatserver.ratelimit import KeyedLimiter
+from chatserver.realtime import close_sockets, realtime_ctx
 from chatserver.supervisor import Supervisor, TaskState
+from chatserver.webhooks.context import webhooks_ctx
+from chatserver.webhooks.endpoints import WebhookEndpoints
 
 log = logging.getLogger("chatserver.app")
 
@@ -64,7 +67,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await create_pool(dsn, settings.database)
     app[DB_POOL] = pool
     watch_pool(app[METRICS], pool)
-    conversations = ConversationService(pool)
+    conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks))
     app[CONVERSATIONS] = conversations
     app[MESSAGES] = MessageService(pool, conversations, settings.messages)
     yield
@@ -105,5 +108,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
+    app.cleanup_ctx.append(webhooks_ctx)
+    app.cleanup_ctx.append(realtime_ctx)
+    app.on_shutdown.append(close_sockets)
     setup_routes(app)
     return app

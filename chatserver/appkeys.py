@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from chatserver.auth import Principal
 from chatserver.config import Settings
 from chatserver.conversations import ConversationService
+from chatserver.hub import Hub
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
+from chatserver.presence import Presence
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.supervisor import Supervisor
+from chatserver.tokens import TokenSigner
+from chatserver.webhooks.service import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -22,6 +27,12 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 RATE_LIMITER = web.AppKey("rate_limiter", KeyedLimiter)
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
 BODY_VALIDATORS = web.AppKey("body_validators", dict)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)
+# Optional: the resolver webhook deliveries look names up with (tests map names without DNS).
+WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
+HUB = web.AppKey("hub", Hub)
+PRESENCE = web.AppKey("presence", Presence)
+TOKENS = web.AppKey("tokens", TokenSigner)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -1,4 +1,4 @@
-"""The `chatserver` command: serve, migrate, and API key management."""
+"""The `chatserver` command: serve, worker, migrate, and API key management."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from chatserver.auth import create_api_key
 from chatserver.config import ConfigError, Settings
 from chatserver.logs import AccessLogger, setup_logging
 from chatserver.store import api_keys
+from chatserver.webhooks.context import run_worker
 
 DEFAULT_CONFIG = "config.toml"
 BOOTSTRAP_LOCK_ID = 7_295_002
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     sub.add_parser("migrate", help="apply pending database migrations")
+    worker = sub.add_parser("worker", help="run the webhook dispatcher alone")
+    worker.add_argument("--burst", action="store_true", help="exit once nothing is due")
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once")
@@ -128,5 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_serve(settings.replace(server=overrides) if overrides else settings)
     elif args.command == "migrate":
         asyncio.run(run_migrate(settings))
+    elif args.command == "worker":
+        setup_logging(settings.server.log_level)
+        asyncio.run(run_worker(settings, burst=args.burst))
     elif args.command == "keys":
         sys.exit(asyncio.run(run_keys(settings, args)))

@@ -8,6 +8,7 @@ Environment variables win over the file. An unknown key or a bad value raises Co
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -65,12 +66,55 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    run_in_server: bool = True
+    schedule: tuple[float, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+    jitter: float = 0.2
+    backoff_floor: float = 60.0
+    retry_after_max: float = 86400.0
+    timeout: float = 15.0
+    allowed_networks: tuple[str, ...] = ()
+    ordering: str = field(default="strict", metadata={"choices": ("strict", "best_effort")})
+    disable_after: float = 432000.0
+    secret_grace_period: float = 86400.0
+    concurrency: int = 20
+    poll_interval: float = 1.0
+    response_body_max: int = 20480
+
+    def __post_init__(self) -> None:
+        for cidr in self.allowed_networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"[webhooks] allowed_networks: {cidr!r} is not a CIDR") from None
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    send_queue_size: int = 1000
+    heartbeat: float = 30.0
+    max_frame_bytes: int = 1_048_576
+    compress: bool = False
+    close_timeout: float = 5.0
+    gap_wait: float = 0.5
+    reconcile_interval: float = 5.0
+    bus_backoff_max: float = 5.0
+    listener_stall_timeout: float = 15.0
+    presence_ttl: float = 30.0
+    token_secret: str = ""
+    token_ttl_default: int = 3600
+    token_ttl_max: int = 86400
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     messages: MessageSettings = field(default_factory=MessageSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
     @classmethod
     def load(

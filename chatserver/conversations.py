@@ -15,6 +15,7 @@ from chatserver.models import Channel, Usecase, conversation_json
 from chatserver.problems import ValidationProblem, not_found
 from chatserver.store import conversations as store
 from chatserver.validation import Fields
+from chatserver.webhooks.endpoints import WebhookEndpoints, with_webhook_secret
 
 CREATE_FIELDS = ("channel", "usecase", "config", "metadata", "team_id")
 UPDATE_FIELDS = ("config", "metadata")
@@ -31,7 +32,9 @@ def parse_id(text: str, what: str = "conversation_id") -> uuid.UUID:
         raise ValidationProblem([(what, "must be a 32-character hex id")]) from None
 
 
-def check_callback_url(fields: Fields, config: dict[str, Any]) -> None:
+def check_callback_url(
+    fields: Fields, config: dict[str, Any], webhooks: WebhookEndpoints | None = None
+) -> None:
     url = config.get("callback_url")
     if url is None:
         return
@@ -48,12 +51,16 @@ def check_callback_url(fields: Fields, config: dict[str, Any]) -> None:
         fields.fail(name, "must be an absolute http(s) URL")
     elif len(url) > 2048:
         fields.fail(name, "must be at most 2048 characters")
+    elif (refused := (webhooks or WebhookEndpoints()).check_url(url)) is not None:
+        fields.fail(name, refused)
 
 
-def _validated_config(fields: Fields, usecase: Usecase | None) -> dict[str, Any]:
+def _validated_config(
+    fields: Fields, usecase: Usecase | None, webhooks: WebhookEndpoints | None = None
+) -> dict[str, Any]:
     config = dict(fields.obj("config", default={}))
     sub = Fields(config, prefix="config.")
-    check_callback_url(sub, config)
+    check_callback_url(sub, config, webhooks)
     if "workflow_id" in config:
         workflow_id = config["workflow_id"]
         if isinstance(workflow_id, bool) or not isinstance(workflow_id, str | int):
@@ -86,8 +93,9 @@ def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
 
 
 class ConversationService:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, webhooks: WebhookEndpoints | None = None) -> None:
         self.pool = pool
+        self.webhooks = webhooks or WebhookEndpoints()
 
     async def create(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         if principal.conversation_id is not None:
@@ -98,17 +106,18 @@ class ConversationService:
         if not fields.has("channel"):
             fields.fail("channel", "is required (API)")
         usecase = fields.choice("usecase", Usecase, default=Usecase.DEFAULT)
-        config = _validated_config(fields, usecase)
+        config = _validated_config(fields, usecase, self.webhooks)
         metadata = dict(fields.obj("metadata", default={}))
         team_id = _team_for_create(fields, principal)
         fields.raise_if_invalid()
         if usecase is Usecase.WORKFLOW_EXECUTION:
             metadata["workflow_id"] = config["workflow_id"]
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await store.create_conversation(
                 conn, str(channel), str(usecase), config, metadata, team_id
             )
-        return conversation_json(row)
+            secret = await self.webhooks.sync(conn, row["id"], config)
+        return with_webhook_secret(conversation_json(row), secret)
 
     async def get_row(self, principal: Principal, conversation_id: uuid.UUID) -> Any:
         principal.check_conversation(conversation_id)
@@ -159,13 +168,15 @@ class ConversationService:
                 raise not_found()
             usecase = Usecase(current["usecase"])
             check = Fields({"config": merge_patch(current["config"], config_patch)})
-            config = _validated_config(check, usecase)
+            config = _validated_config(check, usecase, self.webhooks)
             check.raise_if_invalid()
             metadata = merge_patch(current["metadata"], metadata_patch)
             if usecase is Usecase.WORKFLOW_EXECUTION:
                 metadata["workflow_id"] = config["workflow_id"]
             row = await store.update_conversation(conn, conversation_id, config, metadata)
-        return conversation_json(row)
+            secret = None if config_patch is None else await self.webhooks.sync(
+                conn, conversation_id, config, reenable="callback_url" in config_patch)
+        return with_webhook_secret(conversation_json(row), secret)
 
 
 def merge_patch(current: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import asyncpg
 from chatserver.auth import Principal
 from chatserver.config import MessageSettings
 from chatserver.conversations import ConversationService
+from chatserver.hub import MessageEvents
 from chatserver.models import (
     MEDIA_CONTENT_TYPES,
     ContentType,
@@ -26,6 +27,8 @@ from chatserver.problems import Problem, ValidationProblem, not_found
 from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields
+from chatserver.webhooks import outbox
+from chatserver.webhooks.outbox import MESSAGE_CREATED, MESSAGE_UPDATED
 
 POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id")
 PATCH_FIELDS = ("status", "metadata")
@@ -64,6 +67,7 @@ class MessageService:
         self.pool = pool
         self.conversations = conversations
         self.settings = settings
+        self.events: MessageEvents | None = None  # told after each commit (the real-time hub)
 
     def validate_new(
         self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any],
@@ -99,13 +103,18 @@ class MessageService:
             try:
                 async with conn.transaction():
                     row = await store.insert_message(conn, new)
+                    if row is not None:
+                        await outbox.enqueue_message_event(conn, MESSAGE_CREATED, row)
             except asyncpg.UniqueViolationError:
                 # A concurrent request with the same client_id committed first.
                 existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
                 return self._replay(new, existing)
         if row is None:
             raise not_found()
-        return Posted(message_json(row), created=True)
+        message = message_json(row)
+        if self.events is not None:
+            await self.events.message_created(message)
+        return Posted(message, created=True)
 
     @staticmethod
     def _replay(new: NewMessage, existing: Any) -> Posted:
@@ -142,10 +151,15 @@ class MessageService:
         fields.raise_if_invalid()
         if status is None and metadata is None:
             raise ValidationProblem([("body", "give status and/or metadata to change")])
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_message(
                 conn, conversation_id, message_id, str(status) if status else None, metadata
             )
+            if row is not None:
+                await outbox.enqueue_message_event(conn, MESSAGE_UPDATED, row)
         if row is None:
             raise not_found("message")
-        return message_json(row)
+        message = message_json(row)
+        if self.events is not None:
+            await self.events.message_updated(message)
+        return message

@@ -16,6 +16,7 @@ from chatserver.config import Settings
 from chatserver.db.dsn import with_database
 from chatserver.db.pool import init_connection
 from tests import services
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,14 @@ def postgres_admin_dsn() -> Iterator[str]:
     yield dsn
     if handle is not None:
         handle.cleanup()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session (tests that stop Redis start their own)."""
+    server = RedisServer().start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from chatserver.validation import query_int, read_json_object
 async def create_conversation(request: web.Request) -> web.Response:
     body = await read_json_object(request, request.app[SETTINGS].server.max_json_depth)
     created = await request.app[CONVERSATIONS].create(principal(request), body)
-    return json_response({"id": created["id"]}, status=201)
+    body = {k: created[k] for k in ("id", "webhook_secret") if k in created}
+    return json_response(body, status=201)
 
 
 async def get_conversation(request: web.Request) -> web.Response:

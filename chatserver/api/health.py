@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from chatserver.api.responses import json_response
-from chatserver.appkeys import DB_POOL, SUPERVISOR
+from chatserver.appkeys import DB_POOL, HUB, SUPERVISOR
 
 READY_TIMEOUT = 2.0
 
@@ -27,8 +27,11 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     supervisor = request.app[SUPERVISOR]
     ready = all(v == "ok" for v in checks.values()) and supervisor.healthy()
+    # The bus is reported, not required: with it down, posting and local delivery go on, and
+    # every room is filled from Postgres when it is back.
+    bus = {"state": str(request.app[HUB].bus.state)} if HUB in request.app else {}
     return json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks,
+        {"status": "ready" if ready else "unavailable", "checks": checks, "bus": bus,
          "tasks": supervisor.report()},
         status=200 if ready else 503,
     )

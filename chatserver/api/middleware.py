@@ -6,12 +6,16 @@ import math
 
 from aiohttp import web
 
-from chatserver.appkeys import DB_POOL, METRICS, PRINCIPAL, RATE_LIMITER
-from chatserver.auth import bearer_token, principal_for_key
+from chatserver.appkeys import DB_POOL, METRICS, PRINCIPAL, RATE_LIMITER, TOKENS
+from chatserver.auth import bearer_token
 from chatserver.problems import Handler, Problem, unauthorized
+from chatserver.tokens import authenticate
 
-# Route names (without the "api." prefix) that anyone may call.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi"})
+# Route names (without the "api." prefix) that anyone may call. The websocket authenticates itself
+# (it answers with close codes, which browsers can read, instead of HTTP statuses).
+PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversation_socket"})
+# The only routes a browser token (scoped to one conversation) may call.
+TOKEN_ROUTES = frozenset({"list_messages"})
 
 
 def route_name(request: web.Request) -> str:
@@ -24,10 +28,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.match_info.http_exception is not None or route_name(request) in PUBLIC_ROUTES:
         return await handler(request)
     token = bearer_token(request)
-    async with request.app[DB_POOL].acquire() as conn:
-        who = await principal_for_key(conn, token)
+    who = await authenticate(request.app[DB_POOL], request.app[TOKENS], token)
     if who is None:
-        raise unauthorized("unknown or revoked API key")
+        raise unauthorized("unknown or revoked API key, or a bad or expired token")
+    if who.conversation_id is not None and route_name(request) not in TOKEN_ROUTES:
+        raise Problem(403, "a browser token may only read its conversation's messages")
     wait = request.app[RATE_LIMITER].take(who.rate_key)
     if wait:
         request.app[METRICS].rate_limited.labels("requests_per_key").inc()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages, openapi, workflows
+from chatserver import ws
+from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
 from chatserver.api import metrics as metrics_api
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
 from chatserver.openapi.document import build_document
@@ -33,6 +34,15 @@ ROUTES = [
      "connect_to_workflow_conversation"),
     ("GET", "/users/{user_id}" + WORKFLOW, workflows.list_user_workflow_conversations,
      "list_user_workflow_conversations"),
+    ("GET", CONVERSATION + "/webhook", webhooks.get_webhook, "get_webhook"),
+    ("POST", CONVERSATION + "/webhook/enable", webhooks.enable_webhook, "enable_webhook"),
+    ("POST", CONVERSATION + "/webhook-secret/rotate", webhooks.rotate_secret, "rotate_secret"),
+    ("GET", CONVERSATION + "/webhook-deliveries", webhooks.list_deliveries, "list_deliveries"),
+    ("POST", CONVERSATION + "/webhook-deliveries/{delivery_id}/redeliver", webhooks.redeliver,
+     "redeliver"),
+    ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
+    ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 
 

@@ -11,6 +11,7 @@ from chatserver.openapi.schemas import HEX_ID, POSITIVE_ID, ref
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "conversation_id": HEX_ID,
     "message_id": HEX_ID,
+    "delivery_id": HEX_ID,
     "id": POSITIVE_ID,
     "user_id": POSITIVE_ID,
 }
@@ -43,6 +44,10 @@ class Operation:
     paginated: bool = False
     content_type: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# 409: the conversation has no callback_url (no webhook endpoint).
+WEBHOOK_ERRORS = (400, 401, 404, 409, 429)
 
 
 def array_of(name: str) -> dict[str, Any]:
@@ -94,4 +99,28 @@ OPERATIONS: dict[str, Operation] = {
     "list_user_workflow_conversations": Operation(
         "A user's workflow conversations, newest first.", array_of("WorkflowConversation"),
         query=(LIMIT, CURSOR, RUNNING), paginated=True, errors=(400, 401, 429)),
+    "get_webhook": Operation("The conversation's webhook endpoint and its state.",
+                             ref("WebhookEndpoint"), errors=WEBHOOK_ERRORS),
+    "enable_webhook": Operation("Re-enable a disabled endpoint; its held queue resumes.",
+                                ref("WebhookEndpoint"), errors=WEBHOOK_ERRORS),
+    "rotate_secret": Operation(
+        "Rotate the signing secret; the old one keeps signing for the grace period.",
+        ref("WebhookSecret"), errors=WEBHOOK_ERRORS),
+    "list_deliveries": Operation(
+        "The delivery log with each attempt, newest first.", array_of("WebhookDelivery"),
+        query=(LIMIT, {"name": "before", "in": "query", "schema": {"type": "integer",
+                                                                   "minimum": 1}}),
+        paginated=True),
+    "redeliver": Operation("Send a delivery again now, outside the order.",
+                           ref("WebhookDelivery"), errors=WEBHOOK_ERRORS),
+    "webhook_test": Operation("Send a signed webhook.test event now; answers the outcome.",
+                              ref("WebhookDelivery"), errors=WEBHOOK_ERRORS),
+    "create_token": Operation(
+        "A short-lived browser token for this conversation and one user.", ref("Token"),
+        status=201, request="TokenCreate", errors=(400, 401, 404, 413, 429)),
+    "conversation_socket": Operation(
+        "The conversation's websocket (see the README for the protocol). Credentials and "
+        "refusals travel as close codes (4401, 4404, 4400) after the upgrade; a request "
+        "that is not a websocket upgrade is 400.", status=101, public=True, errors=(400,),
+        extra={"parameters": [{"name": "since", "in": "query", "schema": SEQ}]}),
 }

@@ -8,6 +8,7 @@ from chatserver.models import Channel, ContentType, MessageStatus, MessageType, 
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
+NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 OBJECT = {"type": "object"}
 POSITIVE_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 
@@ -172,6 +173,78 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         },
+    },
+    "WebhookEndpoint": {
+        "type": "object",
+        "required": ["url", "enabled", "pending_deliveries"],
+        "properties": {
+            "url": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "disabled_at": NULLABLE_TIMESTAMP,
+            "disabled_reason": {"type": ["string", "null"]},
+            "failing_since": NULLABLE_TIMESTAMP,
+            "previous_secret_expires_at": NULLABLE_TIMESTAMP,
+            "pending_deliveries": {"type": "integer", "minimum": 0},
+            "created_at": TIMESTAMP,
+        },
+    },
+    "WebhookSecret": {
+        "type": "object",
+        "required": ["webhook_secret"],
+        "properties": {
+            "webhook_secret": {"type": "string", "pattern": "^whsec_"},
+            "previous_secret_expires_at": NULLABLE_TIMESTAMP,
+        },
+    },
+    "WebhookAttempt": {
+        "type": "object",
+        "required": ["attempt", "trigger", "status_code", "duration_ms", "created_at"],
+        "properties": {
+            "attempt": {"type": "integer"},
+            "trigger": {"type": "string", "enum": ["scheduled", "manual"]},
+            "status_code": {"type": "integer", "description": "0 for network errors."},
+            "response_body": {"type": ["string", "null"]},
+            "error": {"type": ["string", "null"]},
+            "duration_ms": {"type": ["number", "integer"]},
+            "created_at": TIMESTAMP,
+        },
+    },
+    "WebhookDelivery": {
+        "type": "object",
+        "required": ["id", "event_type", "status", "attempt_count", "attempts", "payload"],
+        "properties": {
+            "id": HEX_ID,
+            "position": {"type": ["integer", "null"]},
+            "event_type": {"type": "string"},
+            "seq": {"type": ["integer", "null"]},
+            "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+            "attempt_count": {"type": "integer", "minimum": 0},
+            "next_attempt_at": NULLABLE_TIMESTAMP,
+            "created_at": TIMESTAMP,
+            "finished_at": NULLABLE_TIMESTAMP,
+            "payload": OBJECT,
+            "attempts": {"type": "array", "items": ref("WebhookAttempt")},
+            "success": {"type": "boolean"},
+        },
+    },
+    "TokenCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["user"],
+        "properties": {
+            "user": {"type": "string", "minLength": 1, "maxLength": 200,
+                     "description": "Who the browser is: created_by of its messages, its "
+                     "presence identity."},
+            "ttl": {"type": "integer", "minimum": 1, "maximum": 86400,
+                    "description": "Seconds until it expires (at most [realtime] "
+                    "token_ttl_max)."},
+        },
+    },
+    "Token": {
+        "type": "object",
+        "required": ["token", "expires_at"],
+        "properties": {"token": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+                       "expires_at": TIMESTAMP},
     },
     "Health": {
         "type": "object",

@@ -67,3 +67,11 @@ async def update_conversation(
     conn: Any, conversation_id: uuid.UUID, config: dict[str, Any], metadata: dict[str, Any]
 ) -> asyncpg.Record:
     return await conn.fetchrow(UPDATE_CONVERSATION, conversation_id, config, metadata)
+
+
+SELECT_LAST_SEQS = "SELECT id, last_seq FROM conversations WHERE id = ANY($1::uuid[])"
+
+
+async def get_last_seqs(conn: Any, conversation_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Many conversations' last_seq in one query (the hub's reconciliation)."""
+    return await conn.fetch(SELECT_LAST_SEQS, conversation_ids)

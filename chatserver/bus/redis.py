@@ -1,0 +1,209 @@
+"""The Redis bus: PUBLISH to one channel per conversation, one SUBSCRIBE per followed topic.
+
+One pub/sub connection per instance carries every followed topic, so Redis sees one subscription
+per instance per active conversation, never one per socket. The listener runs under a supervisor
+that restarts it with capped exponential backoff when it dies, and also when it stalls (it pings
+through the pub/sub connection and expects to hear something back within `stall_timeout`). After
+each reconnect the handler's `on_reconnect` runs, so the hub can fill from Postgres whatever was
+published while we were away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from prometheus_client import Gauge
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from chatserver.bus.base import BusHandler, BusState
+
+log = logging.getLogger("chatserver.bus")
+
+BUS_UP = Gauge("chatserver_bus_up", "1 while the Redis bus listener is connected, else 0")
+
+PREFIX = "chatserver:bus:"
+# Always subscribed, so the pub/sub connection exists (and can be pinged) with no active room.
+CONTROL_CHANNEL = PREFIX + "_control"
+BACKOFF_START = 0.05
+READ_TIMEOUT = 1.0
+CONNECT_TIMEOUT = 2.0
+
+
+def make_client(url: str) -> Redis:
+    """A client that fails fast: no retries, short timeouts (the hub copes with a missing bus)."""
+    return Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class RedisBus:
+    def __init__(
+        self, url: str | None = None, *, client: Redis | None = None,
+        backoff_max: float = 5.0, stall_timeout: float = 15.0,
+    ) -> None:
+        if client is None:
+            if not url:
+                raise ValueError("RedisBus needs a url or a client")
+            client = make_client(url)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self.client = client
+        self.backoff_max = backoff_max
+        self.stall_timeout = stall_timeout
+        self._handler: BusHandler | None = None
+        self._topics: set[str] = set()
+        self._pubsub: PubSub | None = None
+        self._state = BusState.CONNECTING
+        self._ever_connected = False
+        self._alive_at = 0.0
+        self._connected_at: float | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
+        self.restarts = 0
+
+    @property
+    def state(self) -> BusState:
+        return self._state
+
+    def _set_state(self, state: BusState) -> None:
+        if state is not self._state:
+            log.info("redis bus %s", state)
+        self._state = state
+        BUS_UP.set(1 if state is BusState.OK else 0)
+
+    async def connect(self, handler: BusHandler) -> None:
+        self._handler = handler
+        self._supervisor = asyncio.create_task(self._supervise(), name="redis-bus-supervisor")
+
+    async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self._handler = None
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        try:
+            await self.client.publish(PREFIX + topic, payload)
+        except (RedisError, OSError) as exc:
+            # Other instances fill the gap from Postgres (on the next message or reconciliation).
+            log.debug("publish to %s failed: %r", topic, exc)
+
+    async def subscribe(self, topic: str) -> None:
+        self._topics.add(topic)
+        await self._sync(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self._topics.discard(topic)
+        await self._sync(topic)
+
+    async def _sync(self, topic: str) -> None:
+        """Make the live connection follow `topic` or not, as `_topics` says at this moment.
+
+        Commands go one at a time and read the wanted state when they run, so an unsubscribe and a
+        subscribe racing for one topic always end in the state asked for last. While the
+        connection is down there is nothing to do: the next session subscribes to all topics.
+        """
+        async with self._sync_lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            channel = PREFIX + topic
+            try:
+                if topic in self._topics:
+                    await pubsub.subscribe(channel)
+                else:
+                    await pubsub.unsubscribe(channel)
+            except (RedisError, OSError) as exc:
+                log.debug("pub/sub command failed, the listener will reconnect: %r", exc)
+
+    async def _supervise(self) -> None:
+        delay = BACKOFF_START
+        while True:
+            session = asyncio.create_task(self._session(), name="redis-bus-listener")
+            await self._watch(session)
+            self._set_state(BusState.DOWN)
+            self.restarts += 1
+            if self._was_healthy_for(self.stall_timeout):
+                delay = BACKOFF_START
+            self._connected_at = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
+
+    def _was_healthy_for(self, seconds: float) -> bool:
+        if self._connected_at is None:
+            return False
+        return asyncio.get_running_loop().time() - self._connected_at > seconds
+
+    async def _watch(self, session: asyncio.Task[None]) -> None:
+        """Wait for the listener to end, or cancel it when it stops showing signs of life."""
+        loop = asyncio.get_running_loop()
+        self._alive_at = loop.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait({session}, timeout=self.stall_timeout / 3)
+                if done:
+                    exc = session.exception()
+                    log.warning("redis bus listener ended: %r", exc)
+                    return
+                if loop.time() - self._alive_at > self.stall_timeout:
+                    log.warning("redis bus listener stalled for %.1fs; restarting",
+                                loop.time() - self._alive_at)
+                    return
+        finally:
+            session.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await session
+
+    async def _session(self) -> None:
+        pubsub = self.client.pubsub()
+        try:
+            # Under the lock, so a topic followed meanwhile is either in this list or sent after.
+            async with self._sync_lock:
+                await pubsub.subscribe(CONTROL_CHANNEL, *(PREFIX + t for t in self._topics))
+                self._pubsub = pubsub
+            await self._listen(pubsub)
+        finally:
+            self._pubsub = None
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        ping_every = self.stall_timeout / 3
+        pinged_at = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=READ_TIMEOUT)
+            now = loop.time()
+            if message is not None:
+                self._alive_at = now
+                self._on_message(message)
+            if now - pinged_at >= ping_every:
+                pinged_at = now
+                await pubsub.ping()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "subscribe" and message["channel"] == CONTROL_CHANNEL.encode():
+            self._on_connected()
+        elif kind == "message" and self._handler is not None:
+            topic = message["channel"].decode()[len(PREFIX):]
+            self._handler.on_payload(topic, message["data"])
+
+    def _on_connected(self) -> None:
+        self._connected_at = asyncio.get_running_loop().time()
+        self._set_state(BusState.OK)
+        if self._ever_connected and self._handler is not None:
+            self._handler.on_reconnect()
+        self._ever_connected = True

@@ -1,0 +1,12 @@
+"""Webhooks: the outbox rows written with each message, their signed delivery, and the log.
+
+    outbox.py       queue an event in the message's own transaction
+    endpoints.py    the per-conversation endpoint and its secret (create, rotate, enable)
+    ssrf.py         which addresses a callback URL may reach
+    signing.py      Standard Webhooks signatures
+    sender.py       one HTTP attempt (no redirects, bounded time and body)
+    schedule.py     what happens after an attempt: done, retry when, give up, endpoint gone
+    dispatcher.py   the worker loop that claims due deliveries and sends them
+    service.py      the API's operations: log, redeliver, test, rotate, enable
+    context.py      wiring into the app (cleanup context) and `chatserver worker`
+"""

@@ -1,0 +1,212 @@
+"""The webhook dispatcher: claims due deliveries, sends them, records what happened.
+
+Shaped like arq's Worker: `main()` loops over `_poll_iteration()` until `close()`; `burst=True`
+returns once nothing is due and nothing is in flight (for tests and one-off drains). It wakes on
+`LISTEN chatserver_webhooks` (a trigger notifies on every queued delivery) and polls every
+`[webhooks] poll_interval` seconds as the fallback.
+
+With `ordering = "strict"` each claim locks endpoint rows (`FOR UPDATE SKIP LOCKED`) and takes only
+the head of each endpoint's queue, and only when nothing of that endpoint is in flight or in
+backoff, so a consumer receives one conversation's deliveries one at a time, in outbox order.
+Claims are leases (`locked_until`): if a dispatcher dies mid-send, its deliveries become due again
+once the lease runs out ([webhooks] timeout + LEASE_MARGIN seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+
+from chatserver.config import WebhookSettings
+from chatserver.store import webhooks as store
+from chatserver.webhooks.schedule import Decision, Verdict, decide
+from chatserver.webhooks.sender import AttemptResult, WebhookSender
+
+log = logging.getLogger("chatserver.webhooks")
+
+CHANNEL = "chatserver_webhooks"
+LEASE_MARGIN = 30.0
+LISTEN_BACKOFF_MAX = 30.0
+
+# Delivery status written for each verdict of a scheduled attempt.
+_STATUS = {
+    Verdict.SUCCEEDED: "succeeded",
+    Verdict.FAILED: "failed",
+    Verdict.RETRY: "pending",
+    Verdict.GONE: "pending",  # held until the endpoint is enabled again
+}
+
+
+def job_secrets(job: Any) -> list[str]:
+    """The current secret, and the previous one while its rotation grace period lasts."""
+    return [s for s in (job["secret"], job["previous_secret"]) if s]
+
+
+def job_body(job: Any) -> bytes:
+    return orjson.dumps(job["payload"])
+
+
+class Dispatcher:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: WebhookSettings, sender: WebhookSender, *,
+        burst: bool = False, name: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.sender = sender
+        self.burst = burst
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = settings.timeout + LEASE_MARGIN
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def main(self) -> None:
+        """Run until close() (or, in burst mode, until nothing is due or in flight)."""
+        if self._listener is None and not self.burst:
+            self._listener = asyncio.create_task(self._listen(), name="webhooks-listen")
+        while not self._closing:
+            claimed = await self._poll_iteration()
+            if claimed:
+                continue
+            if self.burst and not self._tasks:
+                return
+            await self._sleep()
+
+    async def _poll_iteration(self) -> int:
+        """Claim as many due deliveries as there are free slots and start sending them."""
+        self._wake.clear()
+        free = self.settings.concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        jobs = await self._claim(free)
+        for job in jobs:
+            task = asyncio.create_task(self._deliver(job), name=f"webhook-{job['id'].hex}")
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        return len(jobs)
+
+    async def close(self) -> None:
+        """Stop claiming, let in-flight sends finish (they are bounded by the timeout)."""
+        self._closing = True
+        self._wake.set()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            async with self.pool.acquire() as conn:
+                await store.release_claims(conn, self.name)
+
+    # --- claiming ------------------------------------------------------------------------------
+
+    async def _claim(self, limit: int) -> list[Any]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.settings.ordering == "strict":
+                return await store.claim_heads(conn, limit, self.name, self.lease)
+            return await store.claim_due(conn, limit, self.name, self.lease)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()  # a slot is free, and in strict order the next head may be ready
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook delivery task failed", exc_info=task.exception())
+
+    async def _sleep(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+
+    # --- sending -------------------------------------------------------------------------------
+
+    async def _deliver(self, job: Any) -> None:
+        result = await self.sender.send(job["url"], job["id"].hex, job_body(job), job_secrets(job))
+        decision = decide(result, job["scheduled_failures"], self.settings)
+        await self._record(job, result, decision)
+
+    async def _record(self, job: Any, result: AttemptResult, decision: Decision) -> None:
+        conversation_id = job["conversation_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.record_attempt(
+                conn, job["id"], "scheduled", result.status_code, result.response_body,
+                result.error, result.duration_ms,
+            )
+            held = await store.finish_scheduled(
+                conn, job["id"], self.name, _STATUS[decision.verdict], decision.delay,
+                failed=decision.verdict is not Verdict.SUCCEEDED,
+            )
+            if not held:
+                log.info("webhook %s: claim lost before the outcome was recorded", job["id"].hex)
+            if decision.verdict is Verdict.SUCCEEDED:
+                await store.endpoint_succeeded(conn, conversation_id)
+                return
+            self._log_failure(job, result, decision)
+            if decision.verdict is Verdict.RETRY and decision.delay < self.settings.poll_interval:
+                # Come back for it on time rather than at the next poll.
+                asyncio.get_running_loop().call_later(decision.delay, self._wake.set)
+            if decision.verdict is Verdict.GONE:
+                await self._disable(conn, conversation_id, "the endpoint answered 410 Gone")
+                return
+            failing_for = await store.endpoint_failed(conn, conversation_id)
+            if failing_for >= self.settings.disable_after:
+                await self._disable(
+                    conn, conversation_id, f"failing for {int(failing_for)} s without a success"
+                )
+
+    @staticmethod
+    async def _disable(conn: Any, conversation_id: uuid.UUID, reason: str) -> None:
+        if await store.disable_endpoint(conn, conversation_id, reason) is not None:
+            log.warning("webhook endpoint of conversation %s disabled: %s",
+                        conversation_id.hex, reason)
+
+    @staticmethod
+    def _log_failure(job: Any, result: AttemptResult, decision: Decision) -> None:
+        log.info(
+            "webhook %s to conversation %s failed (status %s%s): %s%s",
+            job["id"].hex, job["conversation_id"].hex, result.status_code,
+            f", {result.error}" if result.error else "", decision.verdict,
+            f" in {decision.delay:.1f} s" if decision.verdict is Verdict.RETRY else "",
+        )
+
+    # --- wake-ups ------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection, reconnecting with capped backoff; polling covers the gaps."""
+        backoff = 1.0
+        while True:
+            try:
+                await self._listen_once()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook LISTEN connection lost (%s); retrying in %.0f s", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)
+
+    async def _listen_once(self) -> None:
+        lost = asyncio.Event()
+
+        def notified(*_: Any) -> None:
+            self._wake.set()
+
+        async with self.pool.acquire() as conn:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(CHANNEL, notified)
+            try:
+                self._wake.set()  # catch up on anything queued while we were not listening
+                await lost.wait()
+            finally:
+                with contextlib.suppress(OSError, asyncpg.InterfaceError):
+                    await conn.remove_listener(CHANNEL, notified)

@@ -1,0 +1,43 @@
+"""The transactional outbox: a delivery row written in the same transaction as its message.
+
+A committed message therefore always has its webhook queued, even if the process dies right after
+the commit. Conversations without `config.callback_url` get no row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from chatserver.models import iso, message_json
+from chatserver.store import webhooks as store
+
+MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+WEBHOOK_TEST = "webhook.test"
+
+
+def event(event_type: str, timestamp: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    """A Standard Webhooks payload: type, timestamp, data."""
+    return {"type": event_type, "timestamp": iso(timestamp), "data": data}
+
+
+def message_event(event_type: str, message_row: Any) -> dict[str, Any]:
+    message = message_json(message_row)
+    stamp = message_row["created_at" if event_type == MESSAGE_CREATED else "updated_at"]
+    return event(event_type, stamp, {
+        "conversation_id": message["conversation_id"], "message": message,
+    })
+
+
+async def enqueue_message_event(conn: Any, event_type: str, message_row: Any) -> None:
+    """Queue `event_type` for the message, inside the caller's transaction.
+
+    The endpoint is looked up inside the transaction, after the conversation row is locked, so a
+    callback_url set by a concurrent PATCH applies to every message committed after that PATCH.
+    """
+    await store.enqueue(
+        conn, uuid.uuid4(), message_row["conversation_id"], event_type,
+        message_event(event_type, message_row),
+    )

@@ -1,0 +1,219 @@
+"""The websocket endpoint /ws/conversations/{id}: authenticate, replay, then live frames.
+
+Refusals happen after the upgrade, with a close code a browser can read: 4401 bad credentials,
+4404 unknown conversation, 4400 bad request (e.g. `since` above the conversation's last seq).
+Client frames are handled one at a time; a broken frame gets an error frame and the socket stays.
+The socket always leaves its room and the presence list in `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from chatserver.appkeys import CONVERSATIONS, DB_POOL, HUB, MESSAGES, PRESENCE, SETTINGS, TOKENS
+from chatserver.auth import Principal
+from chatserver.conversations import parse_id
+from chatserver.frames import frame, message_frame
+from chatserver.models import message_json
+from chatserver.problems import Problem
+from chatserver.sendqueue import SocketSender
+from chatserver.store import messages as message_store
+from chatserver.tokens import authenticate
+from chatserver.validation import parse_json_object
+
+log = logging.getLogger("chatserver.ws")
+
+SUBPROTOCOL = "chatserver.v1"
+BEARER_PROTOCOL_PREFIX = "bearer."
+REPLAY_PAGE = 500
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_BAD_REQUEST = 4400
+
+
+class Refusal(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Session:
+    principal: Principal
+    conversation_id: uuid.UUID
+    since: int | None
+
+
+def credential(request: web.Request) -> str | None:
+    """From `Authorization: Bearer`, a `bearer.<token>` subprotocol or `?token=`, in this order."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(BEARER_PROTOCOL_PREFIX):
+            return offered[len(BEARER_PROTOCOL_PREFIX):]
+    return request.query.get("token") or None
+
+
+def parse_since(request: web.Request) -> int | None:
+    text = request.query.get("since")
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise Refusal(CLOSE_BAD_REQUEST, "since must be a non-negative integer")
+    return int(text)
+
+
+async def open_session(request: web.Request) -> tuple[Session, int]:
+    """Who is connecting to which conversation, and its last seq; Refusal when not allowed."""
+    app = request.app
+    try:
+        conversation_id = parse_id(request.match_info["conversation_id"])
+    except Problem:
+        raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
+    cred = credential(request)
+    who = await authenticate(app[DB_POOL], app[TOKENS], cred) if cred else None
+    if who is None:
+        raise Refusal(CLOSE_UNAUTHORIZED, "missing, unknown, expired or revoked credentials")
+    try:
+        row = await app[CONVERSATIONS].get_row(who, conversation_id)
+    except Problem:
+        raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
+    since = parse_since(request)
+    if since is not None and since > row["last_seq"]:
+        raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
+    return Session(who, conversation_id, since), row["last_seq"]
+
+
+async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS].realtime
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat, compress=settings.compress,
+        max_msg_size=settings.max_frame_bytes, timeout=settings.close_timeout,
+    )
+    await ws.prepare(request)
+    try:
+        session, _ = await open_session(request)
+    except Refusal as refusal:
+        await ws.close(code=refusal.code, message=refusal.reason.encode())
+        return ws
+    sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
+                          transport=request.transport)  # type: ignore[arg-type]
+    try:
+        await serve(request.app, ws, sender, session)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("websocket on %s failed: %r", session.conversation_id.hex, exc)
+        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
+            async with asyncio.timeout(settings.close_timeout):
+                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"server error, resume")
+    return ws
+
+
+async def serve(
+    app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
+) -> None:
+    hub, presence = app[HUB], app[PRESENCE]
+    cid = session.conversation_id
+    socket_id = uuid.uuid4().hex
+    joined = present = False
+    try:
+        delivered = await hub.join(cid, sender)
+        joined = True
+        # Live frames above `delivered` wait in the sender while the replay reads Postgres, which
+        # already holds everything up to `delivered`: together they leave no gap.
+        last = delivered if session.since is None else await replay(app, ws, session)
+        await ws.send_frame(frame("ready", conversation_id=cid.hex, last_seq=last), WSMsgType.TEXT)
+        sender.go_live(last)
+        await presence.add(cid, socket_id, session.principal.name)
+        present = True
+        sender.push(frame("presence", members=await presence.members(cid)))
+        await hub.ephemeral(cid, frame("presence.join", user=session.principal.name))
+        await receive(app, ws, sender, session)
+    finally:
+        if joined:
+            await hub.leave(cid, sender)
+        await sender.stop()
+        if present:
+            await presence.remove(cid, socket_id)
+            await hub.ephemeral(cid, frame("presence.leave", user=session.principal.name))
+
+
+async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
+    """Send every message above `since` in its current state; the highest seq sent (or since)."""
+    last = session.since or 0
+    while True:
+        async with app[DB_POOL].acquire() as conn:
+            rows = await message_store.list_messages(
+                conn, session.conversation_id, before=None, after=last, limit=REPLAY_PAGE,
+                ascending=True,
+            )
+        for row in rows:
+            await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)
+            last = row["seq"]
+        if len(rows) < REPLAY_PAGE:
+            return last
+
+
+async def receive(
+    app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
+) -> None:
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            await handle_text(app, sender, session, msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
+            return
+
+
+async def handle_text(
+    app: web.Application, sender: SocketSender, session: Session, raw: str
+) -> None:
+    client_id = None
+    try:
+        data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
+        client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
+        kind = data.pop("type", None)
+        if kind == "message":
+            await post(app, sender, session, data)
+        elif kind == "typing":
+            await app[HUB].ephemeral(
+                session.conversation_id, frame("typing", user=session.principal.name)
+            )
+        else:
+            raise Problem(400, "type must be message or typing", code="unknown_type",
+                          invalid_params=[("type", "must be message or typing")])
+    except Problem as problem:
+        sender.push(error_frame(problem, client_id))
+
+
+async def post(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    service = app[MESSAGES]
+    new = service.validate_new(session.principal, session.conversation_id, body)
+    posted = await service.post(session.principal, new)
+    sender.push(frame("ack", client_id=new.client_id, message=posted.message))
+
+
+ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
+               422: "idempotency_conflict"}
+
+
+def error_frame(problem: Problem, client_id: str | None) -> bytes:
+    fields: dict[str, Any] = {
+        "code": problem.code or ERROR_CODES.get(problem.status, "error"),
+        "detail": problem.detail, "client_id": client_id,
+    }
+    if problem.invalid_params:
+        fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
+    return frame("error", **fields)
