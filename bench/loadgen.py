@@ -44,6 +44,7 @@ from bench.clients import (
 from bench.peers.common import install_uvloop, raise_nofile_limit
 from bench.rawhttp import RawHttp
 from bench.stats import percentiles
+from bench.webhook_sink import WebhookSink
 
 SATURATED = 0.9  # generator CPU share of one core above which its figures measure the client
 STEP_TIMEOUT = 120.0  # seconds the runner may take to answer a step
@@ -75,6 +76,7 @@ class Spec:
     compress: int = 0  # aiohttp client only: offer permessage-deflate when 15
     uvloop: bool = True
     content_bytes: int = 0  # padding added to each message's content
+    webhook_port: int = 0  # when set, receive the server's webhooks on 127.0.0.1:<port>
 
 
 def _check_loopback(spec: Spec) -> None:
@@ -122,6 +124,8 @@ class Generator:
         self.behind = 0  # rate mode: sends that started over 5 ms late
         self.session: Any = None
         self.idle_http: list[RawHttp] = []  # keep-alive connections of the REST publishers
+        self.sink = WebhookSink() if spec.webhook_port else None
+        self.published_at = 0.0  # when the last publish was acknowledged
         every = max(1, (len(spec.rooms) * spec.per_room) // max(1, spec.sample_sockets))
         self.sample_every = every
 
@@ -136,6 +140,8 @@ class Generator:
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def close(self) -> None:
+        if self.sink is not None:
+            await self.sink.close()
         for client in self.idle_http:
             client.close()
         if self.session is not None:
@@ -338,8 +344,22 @@ class Generator:
 
     def missing(self) -> int:
         persisted = self.persisted
-        return sum(max(0, persisted[room] - s.received)
+        lost = sum(max(0, persisted[room] - s.received)
                    for s, room in zip(self.sockets, self.rooms_of, strict=True))
+        if self.sink is not None:
+            lost += max(0, sum(persisted) - self.sink.received)
+        return lost
+
+    def _per_second(self, count: int, seconds: float) -> float:
+        return round(count / seconds, 1) if seconds > 0 else 0.0
+
+    def _webhooks(self, elapsed: float) -> dict[str, Any]:
+        if self.sink is None:
+            return {}
+        lat = percentiles(self.sink.latencies)
+        return {"webhooks": self.sink.received,
+                "webhooks_per_s": self._per_second(self.sink.received, elapsed),
+                "webhook_p50_ms": lat["p50_ms"], "webhook_p99_ms": lat["p99_ms"]}
 
     def result(self, elapsed: float, cpu: float) -> dict[str, Any]:
         deliveries = sum(s.received for s in self.sockets)
@@ -354,10 +374,10 @@ class Generator:
             "deliveries": deliveries, "expected": expected, "lost": self.missing(),
             "over_delivered_sockets": doubled, "seconds": round(elapsed, 3),
             "deliveries_per_s": round(deliveries / elapsed, 1) if elapsed else 0.0,
-            "messages_per_s": round(sum(self.persisted) / elapsed, 1) if elapsed else 0.0,
+            "messages_per_s": self._per_second(sum(self.persisted), self.published_at),
             **lat, "gen_cpu": round(cpu, 3), "gen_saturated": cpu >= SATURATED,
             "behind_schedule": self.behind, "http_errors": self.http_errors,
-            "error_frames": self.tally.errors,
+            "error_frames": self.tally.errors, **self._webhooks(elapsed),
         }
 
 
@@ -392,6 +412,7 @@ async def run_publish(gen: Generator, commands: Commands) -> None:
         await gen.publish_rate_rest(deadline)
     else:
         await gen.publish_max_rest(deadline)
+    gen.published_at = time.monotonic() - start
     end = await gen.drain()
     cpu = (_cpu_seconds() - cpu0) / (end - start)
     emit("measured")
@@ -403,6 +424,8 @@ async def amain(spec: Spec) -> None:
     await commands.start()
     gen = Generator(spec)
     await gen.open_session()
+    if gen.sink is not None:
+        await gen.sink.start(spec.webhook_port)
     try:
         if spec.steps:
             await run_idle(gen, commands)

@@ -143,10 +143,12 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
     else:
         side = servers.STARTERS[name](shared, scenario.instances)
     try:
-        rooms = servers.create_conversations(side, scenario.rooms)
+        hook_port = servers.free_port() if scenario.webhooks else 0
+        hook_url = f"http://{servers.HOST}:{hook_port}/hook" if hook_port else None
+        rooms = servers.create_conversations(side, scenario.rooms, hook_url)
         spec = {"client": args.client, "uvloop": not args.no_gen_uvloop, **scenario.spec,
                 "targets": side.targets, "rooms": rooms, "protocol": side.protocol,
-                "token": side.token}
+                "token": side.token, "webhook_port": hook_port}
         profile_dir = Path(args.profile) if args.profile else None
         measurement = Measurement(side, scenario, profile_dir, args.gen_core)
         time.sleep(SETTLE)

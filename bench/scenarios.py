@@ -18,6 +18,9 @@ LOST = ("lost deliveries", "lost", DOWN)
 GEN = ("generator core % (>= 90: figure measures the client)", "gen_cpu_pct", DOWN)
 MSGS = ("messages/s persisted (acked)", "messages_per_s", UP)
 MSGS_CPU = ("messages per server CPU-s", "messages_per_cpu_s", UP)
+HOOKS = ("webhooks received/s", "webhooks_per_s", UP)
+HOOK_P50 = ("webhook p50 ms (publish -> received)", "webhook_p50_ms", DOWN)
+HOOK_P99 = ("webhook p99 ms", "webhook_p99_ms", DOWN)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Scenario:
     servers: tuple[str, ...] = ("ours", "bare", "socketio")
     idle: bool = False
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
+    webhooks: bool = False  # rooms get a callback_url served by the generator
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,6 +97,12 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
         Scenario("6", "write path: REST posts, 64 concurrent, no subscribers",
                  sizes.write_rooms, {"per_room": 0, "publishers": 64, **timing},
                  (MSGS, MSGS_CPU, CPU), notes=not_durable),
+        Scenario("6h", "write path: REST posts as in 6, with a webhook per message",
+                 sizes.write_rooms,
+                 {"per_room": 0, "publishers": 64, "duration": d, "drain": 3 * sizes.drain},
+                 (MSGS, MSGS_CPU, CPU, HOOKS, HOOK_P50, HOOK_P99, LOST), servers=("ours",),
+                 webhooks=True,
+                 ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
         Scenario("6w", "write path: websocket sends, 32 sockets x 8 in flight, ack after commit",
                  sizes.write_rooms, {"per_room": 0, "publishers": 32, "window": 8, "via": "ws",
                                      **timing},

@@ -241,12 +241,14 @@ def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = 
     return ServerSide("ours", "chat", procs, ports, extra, token)
 
 
-def create_conversations(side: ServerSide, count: int) -> list[str]:
+def create_conversations(side: ServerSide, count: int, callback_url: str | None = None
+                         ) -> list[str]:
     """Our rooms are conversations created over REST; the peers take any room name."""
     if side.name != "ours":
         return [f"room{i}" for i in range(count)]
     url = f"http://{HOST}:{side.ports[0]}/conversations"
-    body = orjson.dumps({"channel": "API", "usecase": "DEFAULT"})
+    config = {"callback_url": callback_url} if callback_url else {}
+    body = orjson.dumps({"channel": "API", "usecase": "DEFAULT", "config": config})
     headers = {"Authorization": f"Bearer {side.token}", "Content-Type": "application/json"}
     ids = []
     for _ in range(count):
