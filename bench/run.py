@@ -42,11 +42,13 @@ class Measurement:
         self.figures: dict[str, Any] = {}
         self.rss0 = 0
         self.cpu0 = self.t0 = 0.0
+        self.parts0: dict[str, float] = {}
 
     def on_event(self, event: dict[str, Any], reply: Any) -> None:
         kind = event.pop("event")
         if kind == "connected":
             self._start_profilers()
+            self.parts0 = self._cpu_parts()
             self.cpu0, self.t0 = tree_cpu_seconds(self.side.cpu_pids()), time.monotonic()
             reply("go")
         elif kind == "measured":
@@ -54,6 +56,9 @@ class Measurement:
             wall = time.monotonic() - self.t0
             self.figures.update(server_cpu_s=round(cpu, 2),
                                 server_cpu_pct=round(100 * cpu / wall, 1))
+            for part, seconds in self._cpu_parts().items():
+                spent = seconds - self.parts0.get(part, 0.0)
+                self.figures[f"cpu_pct_{part}"] = round(100 * spent / wall, 1)
         elif kind == "step":
             self.figures[f"kib_at_{event['sockets']}"] = self._kib_per_socket(event["ready"])
             reply("next")
@@ -62,6 +67,13 @@ class Measurement:
             reply("next")
         elif kind == "result":
             self.figures = {**event, **self.figures}
+
+    def _cpu_parts(self) -> dict[str, float]:
+        """CPU seconds of the server processes and of each helper (Postgres, Redis) apart."""
+        parts = {"server": tree_cpu_seconds(self.side.rss_pids())}
+        for name, pid in self.side.helpers.items():
+            parts[name] = tree_cpu_seconds([pid])
+        return parts
 
     def _start_profilers(self) -> None:
         if self.profile_dir is None:

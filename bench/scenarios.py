@@ -13,6 +13,9 @@ UP, DOWN = "↑", "↓"  # which way is better, shown beside each figure
 FANOUT = ("deliveries/s", "deliveries_per_s", UP)
 PER_CPU = ("deliveries per server CPU-s", "deliveries_per_cpu_s", UP)
 CPU = ("server CPU %", "server_cpu_pct", DOWN)
+CPU_PARTS = (("  of which server processes %", "cpu_pct_server", DOWN),
+             ("  of which Postgres %", "cpu_pct_postgres", DOWN),
+             ("  of which Redis %", "cpu_pct_redis", DOWN))
 P50, P99, MAX = ("p50 ms", "p50_ms", DOWN), ("p99 ms", "p99_ms", DOWN), ("max ms", "max_ms", DOWN)
 LOST = ("lost deliveries", "lost", DOWN)
 GEN = ("generator core % (>= 90: figure measures the client)", "gen_cpu_pct", DOWN)
@@ -64,7 +67,7 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
     steps, room, d = sizes.idle_steps, sizes.room, sizes.duration
     per_idle_room = 100
     timing = {"duration": d, "drain": sizes.drain}
-    fan = (FANOUT, PER_CPU, CPU, P50, P99, MAX, LOST, GEN)
+    fan = (FANOUT, PER_CPU, CPU, *CPU_PARTS, P50, P99, MAX, LOST, GEN)
     not_durable = {"bare": "not durable", "socketio": "not durable"}
     return [
         Scenario("1", "idle sockets (rooms of 100), server RSS", -(-steps[-1] // per_idle_room),
@@ -87,7 +90,7 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST)),
         Scenario("4", f"many rooms: {sizes.rooms} x 2, publishers spread", sizes.rooms,
                  {"per_room": 2, "window": 5, "publishers": 50, **timing},
-                 (MSGS, FANOUT, PER_CPU, CPU, P99, LOST, GEN)),
+                 (MSGS, FANOUT, PER_CPU, CPU, *CPU_PARTS, P99, LOST, GEN)),
         Scenario("5", f"cross-instance: 2 instances + Redis, 1 room x {room} split, max rate", 1,
                  {"per_room": room, "window": 20, "publishers": 8, **timing}, fan,
                  instances=2, servers=("ours", "socketio")),
@@ -96,15 +99,15 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  instances=2, servers=("ours", "socketio")),
         Scenario("6", "write path: REST posts, 64 concurrent, no subscribers",
                  sizes.write_rooms, {"per_room": 0, "publishers": 64, **timing},
-                 (MSGS, MSGS_CPU, CPU), notes=not_durable),
+                 (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
         Scenario("6h", "write path: REST posts as in 6, with a webhook per message",
                  sizes.write_rooms,
                  {"per_room": 0, "publishers": 64, "duration": d, "drain": 3 * sizes.drain},
-                 (MSGS, MSGS_CPU, CPU, HOOKS, HOOK_P50, HOOK_P99, LOST), servers=("ours",),
-                 webhooks=True,
+                 (MSGS, MSGS_CPU, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST),
+                 servers=("ours",), webhooks=True,
                  ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
         Scenario("6w", "write path: websocket sends, 32 sockets x 8 in flight, ack after commit",
                  sizes.write_rooms, {"per_room": 0, "publishers": 32, "window": 8, "via": "ws",
                                      **timing},
-                 (MSGS, MSGS_CPU, CPU), notes=not_durable),
+                 (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
     ]

@@ -143,7 +143,7 @@ class ServerSide:
     protocol: str
     procs: list[subprocess.Popen[bytes]]
     ports: list[int]
-    extra_pids: list[int] = field(default_factory=list)  # Postgres, Redis
+    helpers: dict[str, int] = field(default_factory=dict)  # "postgres" / "redis" -> pid
     token: str | None = None
 
     @property
@@ -151,7 +151,7 @@ class ServerSide:
         return [f"ws://{HOST}:{port}" for port in self.ports]
 
     def cpu_pids(self) -> list[int]:
-        return [p.pid for p in self.procs] + self.extra_pids
+        return [p.pid for p in self.procs] + list(self.helpers.values())
 
     def rss_pids(self) -> list[int]:
         return [p.pid for p in self.procs]
@@ -237,8 +237,10 @@ def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = 
                            shared.core, log, env, shared.ours_src))
         ports.append(port)
         wait_http(f"http://{HOST}:{port}/healthz", procs[-1], log)
-    extra = [shared.need_postgres().pid] + ([shared.need_redis().proc.pid] if redis else [])
-    return ServerSide("ours", "chat", procs, ports, extra, token)
+    helpers = {"postgres": shared.need_postgres().pid}
+    if redis:
+        helpers["redis"] = shared.need_redis().proc.pid
+    return ServerSide("ours", "chat", procs, ports, helpers, token)
 
 
 def create_conversations(side: ServerSide, count: int, callback_url: str | None = None
@@ -261,7 +263,7 @@ def create_conversations(side: ServerSide, count: int, callback_url: str | None 
 # --- the peers -----------------------------------------------------------------------------------
 
 def _peer(shared: Shared, module: str, name: str, protocol: str, instances: int,
-          extra: list[str], extra_pids: list[int]) -> ServerSide:
+          extra: list[str], helpers: dict[str, int]) -> ServerSide:
     procs, ports = [], []
     for i in range(instances):
         port = free_port()
@@ -272,17 +274,17 @@ def _peer(shared: Shared, module: str, name: str, protocol: str, instances: int,
         procs.append(spawn(argv, shared.core, log))
         ports.append(port)
         wait_http(f"http://{HOST}:{port}/", procs[-1], log)
-    return ServerSide(name, protocol, procs, ports, extra_pids)
+    return ServerSide(name, protocol, procs, ports, helpers)
 
 
 def start_bare(shared: Shared, instances: int = 1) -> ServerSide:
-    return _peer(shared, "bench.peers.bare_aiohttp", "bare", "chat", instances, [], [])
+    return _peer(shared, "bench.peers.bare_aiohttp", "bare", "chat", instances, [], {})
 
 
 def start_socketio(shared: Shared, instances: int = 1) -> ServerSide:
     redis = shared.need_redis()
     return _peer(shared, "bench.peers.socketio_server", "socketio", "socketio", instances,
-                 ["--redis", redis.url], [redis.proc.pid])
+                 ["--redis", redis.url], {"redis": redis.proc.pid})
 
 
 STARTERS = {"bare": start_bare, "socketio": start_socketio}
