@@ -172,7 +172,8 @@ async def run(args: argparse.Namespace, urls: list[str], key: str, pids: list[in
         await asyncio.sleep(1.0)
         rss_after = [rss_kib(p) for p in pids]
         receivers = [Receiver() for _ in sockets]
-        readers = [asyncio.create_task(receive(ws, r)) for ws, r in zip(sockets, receivers)]
+        readers = [asyncio.create_task(receive(ws, r))
+                   for ws, r in zip(sockets, receivers, strict=True)]
         started = time.monotonic()
         sent = await publish(session, urls, cid, key, args.rate, args.duration)
         deadline = time.monotonic() + DRAIN_TIMEOUT

@@ -1,0 +1,1 @@
+"""Peer servers measured in the same run as ours: the alternatives a user would otherwise pick."""

