@@ -45,6 +45,7 @@ class Tenants:
     def __init__(self) -> None:
         self.b: dict[str, str] = {}
         self.a_conversation = ""
+        self.a_token = ""  # a browser token of A's conversation
         self.leaks: list[str] = []
         self.missing = {
             "conversation_id": uuid.uuid4().hex, "message_id": uuid.uuid4().hex,
@@ -56,6 +57,9 @@ class Tenants:
 async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
     t = Tenants()
     t.a_conversation = await a.create_conversation()
+    _, token, _ = await a.call("POST", f"/conversations/{t.a_conversation}/tokens",
+                               {"user": "alice"}, expect=201)
+    t.a_token = token["token"]
     _, created, _ = await b.call("POST", "/conversations", {
         "channel": "API", "metadata": {"owner": "team-b-secret-meta"},
         "config": {"callback_url": receiver.url("/team-b-hook")}}, expect=201)
@@ -128,9 +132,7 @@ async def test_every_route_treats_other_teams_objects_as_missing(
     world: tuple[Api, Api, Tenants]
 ) -> None:
     a, b, t = world
-    _, token, _ = await a.call("POST", f"/conversations/{t.a_conversation}/tokens",
-                               {"user": "alice"}, expect=201)
-    callers = {"key": a, "token": Api(a.client, token["token"])}
+    callers = {"key": a, "token": Api(a.client, t.a_token)}
     own = {"conversation_id": t.a_conversation}
     before = await snapshot(b, t)
     checked = 0
@@ -181,9 +183,7 @@ async def test_websocket_refuses_other_teams_conversation_as_missing(
     world: tuple[Api, Api, Tenants]
 ) -> None:
     a, _b, t = world
-    _, token, _ = await a.call("POST", f"/conversations/{t.a_conversation}/tokens",
-                               {"user": "alice"}, expect=201)
-    for credential in (a.key, token["token"]):
+    for credential in (a.key, t.a_token):
         refusals = []
         for cid in (t.b["conversation_id"], t.missing["conversation_id"]):
             ws = await connect(a.client, cid, credential)
