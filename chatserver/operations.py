@@ -27,6 +27,7 @@ log = logging.getLogger("chatserver.operations")
 
 QUEUE_DEPTH_CACHE = 5.0  # seconds a webhook queue count is reused by scrapes
 CREATED_AT = b'"created_at":"'
+RECHECK_WITHOUT_HEARTBEAT = 30.0  # credential re-check interval when heartbeat = 0 (off)
 
 
 class DeliveryMeter:
@@ -112,7 +113,7 @@ async def operations_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, metrics, pool = app[SETTINGS], app[METRICS], app[DB_POOL]
     registry = SocketRegistry(settings.limits, metrics)
     app[SOCKETS] = registry
-    interval = settings.realtime.heartbeat
+    interval = settings.realtime.heartbeat or RECHECK_WITHOUT_HEARTBEAT
     app[SUPERVISOR].start("socket-credentials", lambda: recheck_loop(registry, pool, interval))
     hub = app[HUB]
     hub.on_message = DeliveryMeter(metrics)
