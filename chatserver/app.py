@@ -33,6 +33,7 @@ from chatserver.db.migrate import migrate
 from chatserver.db.pool import create_pool
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics, StateCollector
+from chatserver.operations import operations_ctx
 from chatserver.problems import problem_middleware
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.realtime import close_sockets, realtime_ctx
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(supervisor_ctx)
     app.cleanup_ctx.append(webhooks_ctx)
     app.cleanup_ctx.append(realtime_ctx)
+    app.cleanup_ctx.append(operations_ctx)
     app.on_shutdown.append(close_sockets)
     setup_routes(app)
     return app

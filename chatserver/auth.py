@@ -32,6 +32,7 @@ class Principal:
     team_id: int | None
     key_id: uuid.UUID | None = None
     conversation_id: uuid.UUID | None = None
+    expires_at: float | None = None  # a token's expiry (Unix time); sockets close after it
 
     @property
     def rate_key(self) -> object:

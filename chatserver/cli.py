@@ -20,6 +20,7 @@ from chatserver.config import ConfigError, Settings
 from chatserver.logs import AccessLogger, setup_logging
 from chatserver.store import api_keys
 from chatserver.webhooks.context import run_worker
+from chatserver.workers import run_workers
 
 DEFAULT_CONFIG = "config.toml"
 BOOTSTRAP_LOCK_ID = 7_295_002
@@ -34,13 +35,17 @@ def load_settings(path: str | None) -> Settings:
 
 
 async def bootstrap_key(app: web.Application) -> None:
+    async with app[DB_POOL].acquire() as conn:
+        await create_first_key(conn, app[SETTINGS].server.port)
+
+
+async def create_first_key(conn: asyncpg.Connection, port: int) -> None:
     """On first start, with no active key, create one and print it once with a curl line."""
-    async with app[DB_POOL].acquire() as conn, conn.transaction():
+    async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK_ID)
         if await api_keys.count_active_keys(conn):
             return
         key, _row = await create_api_key(conn, "default", None)
-    port = app[SETTINGS].server.port
     print(
         f"\nCreated the first API key (admin; shown only now, store it):\n\n    {key}\n\n"
         "Try it:\n\n"
@@ -51,16 +56,18 @@ async def bootstrap_key(app: web.Application) -> None:
     )
 
 
-def run_serve(settings: Settings) -> None:
+def run_serve(settings: Settings, *, reuse_port: bool = False, bootstrap: bool = True) -> None:
     setup_logging(settings.server.log_level, settings.server.log_format)
     app = create_app(settings)
-    app.on_startup.append(bootstrap_key)
+    if bootstrap:
+        app.on_startup.append(bootstrap_key)
     web.run_app(
         app,
         host=settings.server.host,
         port=settings.server.port,
         shutdown_timeout=settings.server.shutdown_timeout,
         access_log_class=AccessLogger,
+        reuse_port=reuse_port,
         print=lambda text: print(text, flush=True),
     )
 
@@ -106,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP and websocket server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (more than 1 needs [redis] url)")
     sub.add_parser("migrate", help="apply pending database migrations")
     worker = sub.add_parser("worker", help="run the webhook dispatcher alone")
     worker.add_argument("--burst", action="store_true", help="exit once nothing is due")
@@ -120,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve_workers(settings: Settings, workers: int) -> None:
+    setup_logging(settings.server.log_level, settings.server.log_format)
+    try:
+        sys.exit(run_workers(settings, workers))
+    except ConfigError as exc:
+        sys.exit(f"chatserver: configuration error: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
@@ -128,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"chatserver: configuration error: {exc}")
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        run_serve(settings.replace(server=overrides) if overrides else settings)
+        settings = settings.replace(server=overrides) if overrides else settings
+        if args.workers != 1:
+            serve_workers(settings, args.workers)
+        else:
+            run_serve(settings)
     elif args.command == "migrate":
         asyncio.run(run_migrate(settings))
     elif args.command == "worker":

@@ -63,6 +63,10 @@ class MessageSettings:
 class LimitSettings:
     requests_per_second_per_key: float = 100.0
     request_burst_per_key: int = 200
+    socket_frames_per_second: float = 20.0
+    socket_frame_burst: int = 40
+    max_sockets_per_instance: int = 10_000
+    max_sockets_per_conversation: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class RealtimeSettings:
     token_secret: str = ""
     token_ttl_default: int = 3600
     token_ttl_max: int = 86400
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

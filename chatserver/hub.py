@@ -50,7 +50,8 @@ class Member(Protocol):
 class Room:
     """One conversation's local sockets and its delivery cursor."""
 
-    def __init__(self, conversation_id: uuid.UUID) -> None:
+    def __init__(self, conversation_id: uuid.UUID, on_message: Any = None) -> None:
+        self.on_message = on_message  # metrics: (frame, sockets) once per message delivered
         self.id = conversation_id
         self.topic = conversation_id.hex
         self.members: set[Member] = set()
@@ -64,6 +65,8 @@ class Room:
     def broadcast(self, kind: Kind, seq: int, frame: bytes) -> None:
         for member in self.members:
             member.offer(kind, seq, frame)
+        if kind is Kind.MESSAGE and self.on_message is not None:
+            self.on_message(frame, len(self.members))
 
     def accept(self, seq: int, frame: bytes) -> bool:
         """Take message `seq`; True when a gap is left behind it (something is missing)."""
@@ -118,6 +121,7 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_now = asyncio.Event()
         self._reconciler: asyncio.Task[None] | None = None
+        self.on_message: Any = None  # passed to every room (see Room.on_message)
 
     async def start(self) -> None:
         await self.bus.connect(self)
@@ -147,7 +151,7 @@ class Hub:
         """Add a socket to its room; the room's delivered seq (live frames above it follow)."""
         room = self.rooms.get(conversation_id)
         if room is None:
-            room = self.rooms[conversation_id] = Room(conversation_id)
+            room = self.rooms[conversation_id] = Room(conversation_id, self.on_message)
             room.members.add(member)
             await self._open(room)
         else:

@@ -6,11 +6,11 @@ usage, supervised tasks) are read at scrape time by a collector.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -38,14 +38,22 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r)
         self.webhook_attempts = Counter(
             "chatserver_webhook_attempts", "Webhook delivery attempts", ["result"], registry=r)
-        self.bus_reconnects = Counter(
-            "chatserver_bus_reconnects", "Reconnections of the bus listener", registry=r)
         self.rate_limited = Counter(
             "chatserver_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r)
+
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def watch(self, collector: Collector) -> None:
         """Add a scrape-time collector (state read when /metrics is fetched)."""
         self.registry.register(collector)
+
+    def before_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Run `refresh` before each scrape (for state that takes I/O to read; cache it)."""
+        self._refreshers.append(refresh)
+
+    async def refresh(self) -> None:
+        for refresh in self._refreshers:
+            await refresh()
 
 
 class StateCollector(Collector):
@@ -54,11 +62,19 @@ class StateCollector(Collector):
     def __init__(self, name: str, doc: str, labels: list[str], read: Any) -> None:
         self.name, self.doc, self.labels, self.read = name, doc, labels, read
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self.name, self.doc, labels=self.labels)
+    family: type[GaugeMetricFamily] | type[CounterMetricFamily] = GaugeMetricFamily
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        family = self.family(self.name, self.doc, labels=self.labels)
         for labels, value in self.read().items():
             family.add_metric(list(labels), value)
         yield family
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(self.name, self.doc, labels=self.labels)
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield self.family(self.name, self.doc, labels=self.labels)
+
+
+class CountCollector(StateCollector):
+    """Scrape-time counters: totals kept elsewhere (e.g. the bus's reconnect count)."""
+
+    family = CounterMetricFamily

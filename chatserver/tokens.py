@@ -58,7 +58,7 @@ class TokenSigner:
         team = claims.get("team")
         return Principal(
             name=str(claims["sub"]), team_id=team if isinstance(team, int) else None,
-            conversation_id=conversation_id,
+            conversation_id=conversation_id, expires_at=float(claims["exp"]),
         )
 
 

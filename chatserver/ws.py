@@ -1,7 +1,8 @@
 """The websocket endpoint /ws/conversations/{id}: authenticate, replay, then live frames.
 
 Refusals happen after the upgrade, with a close code a browser can read: 4401 bad credentials,
-4404 unknown conversation, 4400 bad request (e.g. `since` above the conversation's last seq).
+4404 unknown conversation, 4400 bad request (e.g. `since` above the conversation's last seq),
+4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `socketguard`).
 Client frames are handled one at a time; a broken frame gets an error frame and the socket stays.
 The socket always leaves its room and the presence list in `finally`.
 """
@@ -18,13 +19,30 @@ from typing import Any
 import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import CONVERSATIONS, DB_POOL, HUB, MESSAGES, PRESENCE, SETTINGS, TOKENS
+from chatserver.appkeys import (
+    CONVERSATIONS,
+    DB_POOL,
+    HUB,
+    MESSAGES,
+    METRICS,
+    PRESENCE,
+    SETTINGS,
+    SOCKETS,
+    TOKENS,
+)
 from chatserver.auth import Principal
 from chatserver.conversations import parse_id
 from chatserver.frames import frame, message_frame
 from chatserver.models import message_json
 from chatserver.problems import Problem
 from chatserver.sendqueue import SocketSender
+from chatserver.socketguard import (
+    CLOSE_FORBIDDEN_ORIGIN,
+    FrameLimiter,
+    OpenSocket,
+    RateLimited,
+    origin_allowed,
+)
 from chatserver.store import messages as message_store
 from chatserver.tokens import authenticate
 from chatserver.validation import parse_json_object
@@ -77,6 +95,8 @@ def parse_since(request: web.Request) -> int | None:
 async def open_session(request: web.Request) -> tuple[Session, int]:
     """Who is connecting to which conversation, and its last seq; Refusal when not allowed."""
     app = request.app
+    if not origin_allowed(app[SETTINGS].realtime.allowed_origins, request.headers.get("Origin")):
+        raise Refusal(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
     try:
         conversation_id = parse_id(request.match_info["conversation_id"])
     except Problem:
@@ -109,6 +129,11 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
                           transport=request.transport)  # type: ignore[arg-type]
+    admitted = OpenSocket(session.conversation_id, session.principal, sender)
+    refused = request.app[SOCKETS].admit(admitted)
+    if refused is not None:
+        await ws.close(code=refused[0], message=refused[1].encode())
+        return ws
     try:
         await serve(request.app, ws, sender, session)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -116,6 +141,8 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
             async with asyncio.timeout(settings.close_timeout):
                 await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"server error, resume")
+    finally:
+        request.app[SOCKETS].discard(admitted)
     return ws
 
 
@@ -167,21 +194,25 @@ async def replay(app: web.Application, ws: web.WebSocketResponse, session: Sessi
 async def receive(
     app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
 ) -> None:
+    limiter = FrameLimiter(app[SETTINGS].limits, app[METRICS])
     async for msg in ws:
         if msg.type is WSMsgType.TEXT:
-            await handle_text(app, sender, session, msg.data)
+            await handle_text(app, sender, session, msg.data, limiter)
         elif msg.type is WSMsgType.BINARY:
             await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
             return
 
 
 async def handle_text(
-    app: web.Application, sender: SocketSender, session: Session, raw: str
+    app: web.Application, sender: SocketSender, session: Session, raw: str, limiter: FrameLimiter
 ) -> None:
     client_id = None
+    wait = limiter.take()  # every frame counts, also one that turns out broken
     try:
         data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
         client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
+        if wait:
+            raise RateLimited(wait)
         kind = data.pop("type", None)
         if kind == "message":
             await post(app, sender, session, data)
@@ -202,11 +233,13 @@ async def post(
     service = app[MESSAGES]
     new = service.validate_new(session.principal, session.conversation_id, body)
     posted = await service.post(session.principal, new)
+    if posted.created:
+        app[METRICS].messages_in.labels("ws").inc()
     sender.push(frame("ack", client_id=new.client_id, message=posted.message))
 
 
 ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
-               422: "idempotency_conflict"}
+               422: "idempotency_conflict", 429: "rate_limited"}
 
 
 def error_frame(problem: Problem, client_id: str | None) -> bytes:
@@ -216,4 +249,6 @@ def error_frame(problem: Problem, client_id: str | None) -> bytes:
     }
     if problem.invalid_params:
         fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
+    if isinstance(problem, RateLimited):
+        fields["retry_after"] = problem.retry_after
     return frame("error", **fields)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatserver.api.responses import json_response, next_link, page_limit
-from chatserver.appkeys import MESSAGES, SETTINGS, principal
+from chatserver.appkeys import MESSAGES, METRICS, SETTINGS, principal
 from chatserver.conversations import parse_id
 from chatserver.problems import ValidationProblem
 from chatserver.validation import query_int, read_json_object
@@ -18,6 +18,8 @@ async def post_message(request: web.Request) -> web.Response:
     who = principal(request)
     new = service.validate_new(who, conversation_id, body, request.headers.get("Idempotency-Key"))
     posted = await service.post(who, new)
+    if posted.created:
+        request.app[METRICS].messages_in.labels("rest").inc()
     headers = None if posted.created else {"Idempotent-Replayed": "true"}
     return json_response(posted.message, status=201, headers=headers)
 

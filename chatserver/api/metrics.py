@@ -13,6 +13,7 @@ from chatserver.problems import Handler
 
 
 async def metrics(request: web.Request) -> web.Response:
+    await request.app[METRICS].refresh()
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

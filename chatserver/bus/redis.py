@@ -15,7 +15,6 @@ import contextlib
 import logging
 from typing import Any
 
-from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -25,8 +24,6 @@ from redis.exceptions import RedisError
 from chatserver.bus.base import BusHandler, BusState
 
 log = logging.getLogger("chatserver.bus")
-
-BUS_UP = Gauge("chatserver_bus_up", "1 while the Redis bus listener is connected, else 0")
 
 PREFIX = "chatserver:bus:"
 # Always subscribed, so the pub/sub connection exists (and can be pinged) with no active room.
@@ -78,7 +75,6 @@ class RedisBus:
         if state is not self._state:
             log.info("redis bus %s", state)
         self._state = state
-        BUS_UP.set(1 if state is BusState.OK else 0)
 
     async def connect(self, handler: BusHandler) -> None:
         self._handler = handler

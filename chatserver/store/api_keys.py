@@ -22,6 +22,7 @@ REVOKE_KEY = """
 UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id
 """
 COUNT_ACTIVE = "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"
+SELECT_ACTIVE_AMONG = "SELECT id FROM api_keys WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL"
 
 
 async def create_key(
@@ -44,3 +45,8 @@ async def revoke_key(conn: Any, key_id: uuid.UUID) -> bool:
 
 async def count_active_keys(conn: Any) -> int:
     return await conn.fetchval(COUNT_ACTIVE)
+
+
+async def active_among(conn: Any, key_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these keys exist and are not revoked."""
+    return {row["id"] for row in await conn.fetch(SELECT_ACTIVE_AMONG, key_ids)}

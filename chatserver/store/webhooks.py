@@ -206,6 +206,7 @@ COUNT_PENDING = """
 SELECT count(*) FROM webhook_deliveries WHERE conversation_id = $1 AND status = 'pending'
 """
 
+COUNT_ALL_PENDING = "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'"
 
 async def upsert_endpoint(
     conn: Any, conversation_id: uuid.UUID, url: str, secret: str
@@ -335,3 +336,8 @@ async def list_attempts(conn: Any, delivery_ids: list[uuid.UUID]) -> list[asyncp
 
 async def count_pending(conn: Any, conversation_id: uuid.UUID) -> int:
     return await conn.fetchval(COUNT_PENDING, conversation_id)
+
+
+async def count_all_pending(conn: Any) -> int:
+    """Deliveries waiting to go out, over every conversation (the queue depth metric)."""
+    return await conn.fetchval(COUNT_ALL_PENDING)

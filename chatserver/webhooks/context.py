@@ -16,8 +16,16 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 from aiohttp import web
 
-from chatserver.appkeys import CONVERSATIONS, DB_POOL, SETTINGS, WEBHOOK_RESOLVER, WEBHOOKS
+from chatserver.appkeys import (
+    CONVERSATIONS,
+    DB_POOL,
+    METRICS,
+    SETTINGS,
+    WEBHOOK_RESOLVER,
+    WEBHOOKS,
+)
 from chatserver.config import Settings
+from chatserver.metrics import Metrics
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from chatserver.webhooks.service import WebhookService
@@ -70,8 +78,10 @@ class Supervisor:
                 await self.current.close()
 
 
-def supervised(pool: asyncpg.Pool, settings: Settings, sender: WebhookSender) -> Supervisor:
-    return Supervisor(lambda: Dispatcher(pool, settings.webhooks, sender)).start()
+def supervised(
+    pool: asyncpg.Pool, settings: Settings, sender: WebhookSender, metrics: Metrics | None = None
+) -> Supervisor:
+    return Supervisor(lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics)).start()
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -81,7 +91,8 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await sender.start()
     pool = app[DB_POOL]
     app[WEBHOOKS] = WebhookService(pool, app[CONVERSATIONS], settings.webhooks, sender)
-    supervisor = supervised(pool, settings, sender) if settings.webhooks.run_in_server else None
+    supervisor = (supervised(pool, settings, sender, app[METRICS])
+                  if settings.webhooks.run_in_server else None)
     try:
         yield
     finally:

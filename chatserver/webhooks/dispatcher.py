@@ -26,6 +26,7 @@ import asyncpg
 import orjson
 
 from chatserver.config import WebhookSettings
+from chatserver.metrics import Metrics
 from chatserver.store import webhooks as store
 from chatserver.webhooks.schedule import Decision, Verdict, decide
 from chatserver.webhooks.sender import AttemptResult, WebhookSender
@@ -57,12 +58,13 @@ def job_body(job: Any) -> bytes:
 class Dispatcher:
     def __init__(
         self, pool: asyncpg.Pool, settings: WebhookSettings, sender: WebhookSender, *,
-        burst: bool = False, name: str | None = None,
+        burst: bool = False, name: str | None = None, metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.sender = sender
         self.burst = burst
+        self.metrics = metrics
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = settings.timeout + LEASE_MARGIN
         self._wake = asyncio.Event()
@@ -133,6 +135,8 @@ class Dispatcher:
     async def _deliver(self, job: Any) -> None:
         result = await self.sender.send(job["url"], job["id"].hex, job_body(job), job_secrets(job))
         decision = decide(result, job["scheduled_failures"], self.settings)
+        if self.metrics is not None:
+            self.metrics.webhook_attempts.labels(decision.verdict.value).inc()
         await self._record(job, result, decision)
 
     async def _record(self, job: Any, result: AttemptResult, decision: Decision) -> None:
