@@ -182,8 +182,12 @@ export class ChatClient extends EventTarget {
   onFrame(frame) {
     switch (frame.type) {
       case "message":
-      case "message.updated":
         this.accept(frame.message, false);
+        break;
+      case "message.updated":
+        // A message not loaded yet comes in its current state with its page; taking it now
+        // would leave a hole between it and the oldest loaded one.
+        if (this.messages.has(frame.message.seq)) this.accept(frame.message, false);
         break;
       case "ready":
         this.attempt = 0;

@@ -181,6 +181,12 @@ class ChatPage {
     row.dataset.state = item.state;
     const label = PENDING_LABELS[item.state] + (item.error ? `: ${item.error}` : "");
     row.firstChild.replaceChildren(el("span", "author", this.client.user ?? "you"), el("span", "ack", label));
+    if (item.state === "failed") {
+      const dismiss = el("button", "dismiss", "dismiss");
+      dismiss.type = "button";
+      dismiss.addEventListener("click", () => row.remove());
+      row.firstChild.append(dismiss);
+    }
   }
 
   showPresence(members) {

@@ -92,6 +92,14 @@ async def test_two_pages_and_rest_see_every_message_in_order(
     await expect(mine.locator(".ack")).to_have_text("✓ stored")
     await expect(alice.page.locator("#messages > li[data-mine] .text")).to_have_text(
         ["hi bob\nhow are you?"])
+    # A status change (message.updated) redraws the message in place on both pages.
+    first = (await rest.call("GET", f"/conversations/{conversation_id}/messages?order=asc"))[0]
+    await rest.call("PATCH", f"/conversations/{conversation_id}/messages/{first['id']}",
+                    {"status": "FAILED"})
+    for tab in (alice, bob):
+        await expect(tab.page.locator('#messages > li[data-seq="1"] .status')).to_have_text(
+            "failed", timeout=WAIT_MS)
+        await tab.expect_texts(texts)
     await alice.screenshot("two-pages-alice.png")
 
     await bob.page.close()
@@ -297,3 +305,19 @@ async def test_a_bad_token_shows_refused(browser: Browser, rest: Rest) -> None:
     await expect(tab.page.locator("#connection")).to_have_attribute(
         "data-state", "refused", timeout=WAIT_MS)
     await expect(tab.page.locator("#problem")).to_contain_text("401")
+
+
+async def test_a_refused_send_is_marked_failed(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    await tab.send("x" * 70_000)  # over [messages] max_content_bytes
+    failed = tab.page.locator("#pending > li")
+    await expect(failed).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    await expect(failed.locator(".ack")).to_contain_text("not sent: ")
+    await expect(tab.page.locator("#problem")).to_be_visible()
+    await tab.screenshot("send-failed.png")
+    await tab.send("this one is fine")
+    await tab.expect_texts(["this one is fine"])
+    await failed.locator(".dismiss").click()
+    await expect(failed).to_have_count(0)
+    await expect(tab.page.locator("#connection")).to_have_attribute("data-state", "live")
