@@ -98,12 +98,14 @@ export class ChatClient extends EventTarget {
   /** Load the newest page of history, then open the socket from the newest seq in it. */
   async start() {
     this.stopped = false;
+    globalThis.addEventListener?.("online", this.retryNow);
     await this.loadOlder();
     this.connect();
   }
 
   close() {
     this.stopped = true;
+    globalThis.removeEventListener?.("online", this.retryNow);
     clearTimeout(this.retryTimer);
     if (this.socket) this.socket.close(1000, "bye");
     this.setState("closed");
@@ -146,7 +148,15 @@ export class ChatClient extends EventTarget {
     return url.href;
   }
 
+  /** The network is back: skip the rest of the backoff wait. */
+  retryNow = () => {
+    if (this.retryTimer === null) return;
+    clearTimeout(this.retryTimer);
+    this.connect();
+  };
+
   connect() {
+    this.retryTimer = null;
     if (this.stopped) return;
     this.setState(this.attempt ? "reconnecting" : "connecting");
     const socket = new WebSocket(this.socketUrl(), [SUBPROTOCOL, `bearer.${this.token}`]);

@@ -6,16 +6,17 @@ Playwright only drives it and never downloads a browser of its own.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,11 +51,15 @@ class ChatPage:
     async def open(cls, browser: Browser, url: str) -> ChatPage:
         page = await browser.new_page(viewport={"width": 1000, "height": 640})
         tab = cls(page)
-        page.on("dialog", lambda d: (tab.dialogs.append(d.message), d.dismiss()))
+        page.on("dialog", tab.on_dialog)
         page.on("pageerror", lambda e: tab.errors.append(str(e)))
         page.on("websocket", lambda ws: tab.socket_urls.append(ws.url))
         await page.goto(url)
         return tab
+
+    async def on_dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        await dialog.dismiss()
 
     async def wait_live(self) -> None:
         await expect(self.page.locator("#connection")).to_have_attribute(
@@ -107,6 +112,13 @@ class Rest:
     async def post(self, conversation_id: str, content: str, **fields: Any) -> Any:
         return await self.call("POST", f"/conversations/{conversation_id}/messages",
                                {"content": content, **fields}, 201)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait, bounded, for something the browser reports through Playwright events."""
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while not condition():
+            await asyncio.sleep(0.05)
 
 
 def page_url(base: str, conversation_id: str, token: str) -> str:

@@ -22,8 +22,9 @@ from playwright.async_api import Browser, expect
 from yarl import URL
 
 from chatserver.app import create_app
+from chatserver.appkeys import HUB
 from chatserver.config import Settings
-from tests.browser_helpers import WAIT_MS, ChatPage, Rest, chromium, page_url, png, wav
+from tests.browser_helpers import WAIT_MS, ChatPage, Rest, chromium, page_url, png, until, wav
 from tests.conftest import Api
 from tests.test_cli import REPO, free_port
 
@@ -168,6 +169,26 @@ async def test_page_resumes_after_a_server_restart_and_shows_what_it_missed(
             await first.close()
             if second is not None:
                 await second.close()
+
+
+async def test_page_reconnects_after_the_server_drops_its_socket(
+    browser: Browser, server: TestServer, rest: Rest
+) -> None:
+    """A socket closed by a live server (4008, "too slow, resume with since") comes back by itself
+    and catches up, whether what it missed arrives by replay or live."""
+    conversation_id = await rest.conversation()
+    await rest.post(conversation_id, "one")
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    await tab.expect_texts(["one"])
+    await server.app[HUB].shut_all(4008, "too slow, resume with since")
+    await rest.post(conversation_id, "two")
+    await tab.expect_texts(["one", "two"])
+    await until(lambda: len(tab.socket_urls) == 2)
+    assert tab.socket_urls[1].endswith("?since=1"), tab.socket_urls
+    await tab.wait_live()
+    await tab.send("three")
+    await tab.expect_texts(["one", "two", "three"])
+    assert await tab.seqs() == [1, 2, 3]
 
 
 async def test_message_text_is_never_html(browser: Browser, rest: Rest) -> None:
