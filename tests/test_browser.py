@@ -342,3 +342,25 @@ async def test_a_refused_send_is_marked_failed(browser: Browser, rest: Rest) -> 
     await failed.locator(".dismiss").click()
     await expect(failed).to_have_count(0)
     await expect(tab.page.locator("#connection")).to_have_attribute("data-state", "live")
+
+
+async def test_page_keeps_one_copy_of_each_seq_in_order(browser: Browser, rest: Rest) -> None:
+    """Frames delivered twice or out of order (as a buggy proxy might) still draw each seq once,
+    in seq order; a newer copy of a message replaces the old one in place."""
+    conversation_id = await rest.conversation()
+    for text in ("one", "two", "three"):
+        await rest.post(conversation_id, text)
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    await tab.expect_texts(["one", "two", "three"])
+    await tab.page.evaluate("""() => {
+        const [one, two] = window.chat.ordered();
+        const at = (m, seq, content) => ({...m, seq, content, id: String(seq).padStart(32, "0")});
+        window.chat.onFrame({type: "message", message: two});
+        window.chat.onFrame({type: "message", message: at(two, 9, "nine")});
+        window.chat.onFrame({type: "message", message: at(two, 7, "seven")});
+        window.chat.onFrame({type: "message", message: at(two, 9, "nine")});
+        window.chat.onFrame({type: "message.updated",
+                             message: {...one, content: "one (edited)", updated_at: "9999"}});
+    }""")
+    await tab.expect_texts(["one (edited)", "two", "three", "seven", "nine"])
+    assert await tab.seqs() == [1, 2, 3, 7, 9]
