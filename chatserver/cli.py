@@ -1,4 +1,4 @@
-"""The `chatserver` command: serve, worker, migrate, and API key management."""
+"""The `chatserver` command: serve, worker, migrate, API key management, and a demo."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from chatserver.app import create_app, resolve_dsn, run_migrations
 from chatserver.appkeys import DB_POOL, SETTINGS
 from chatserver.auth import create_api_key
 from chatserver.config import ConfigError, Settings
+from chatserver.demo import create_demo
 from chatserver.logs import AccessLogger, setup_logging
 from chatserver.store import api_keys
 from chatserver.webhooks.context import run_worker
@@ -106,6 +107,28 @@ async def run_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_demo(settings: Settings, args: argparse.Namespace) -> None:
+    base_url = args.base_url or f"http://localhost:{settings.server.port}"
+    conversation_id, links = await create_demo(settings, args.user or ["alice", "bob"], base_url,
+                                               args.ttl)
+    print(f"Created conversation {conversation_id}. Open the chat page (one tab per user):\n")
+    for link in links:
+        print(f"  {link.user}: {link.url}")
+    print("\nStart the server first if it is not running: chatserver serve")
+
+
+def user_name(text: str) -> str:
+    if not 1 <= len(text) <= 200:
+        raise argparse.ArgumentTypeError("a user name has 1 to 200 characters")
+    return text
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatserver", description=__doc__)
     parser.add_argument("--config", help="settings file (default: ./config.toml if present)")
@@ -126,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list", help="list keys (never the secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
+    demo = sub.add_parser("demo", help="create a conversation and browser tokens; print page URLs")
+    demo.add_argument("--user", action="append", type=user_name,
+                      help="a user to make a token for (repeat; default: alice and bob)")
+    demo.add_argument("--ttl", type=positive_int, help="token lifetime in seconds "
+                      "(default [realtime] token_ttl_default)")
+    demo.add_argument("--base-url", help="where the server is (default http://localhost:PORT)")
     return parser
 
 
@@ -157,3 +186,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(run_worker(settings, burst=args.burst))
     elif args.command == "keys":
         sys.exit(asyncio.run(run_keys(settings, args)))
+    elif args.command == "demo":
+        asyncio.run(run_demo(settings, args))

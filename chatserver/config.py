@@ -36,6 +36,7 @@ class ServerSettings:
     max_json_depth: int = 32
     shutdown_timeout: float = 10.0
     cors_origins: tuple[str, ...] = ()
+    static_dir: str = ""
 
 
 @dataclass(frozen=True)

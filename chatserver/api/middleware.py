@@ -12,8 +12,10 @@ from chatserver.problems import Handler, Problem, unauthorized
 from chatserver.tokens import authenticate
 
 # Route names (without the "api." prefix) that anyone may call. The websocket authenticates itself
-# (it answers with close codes, which browsers can read, instead of HTTP statuses).
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversation_socket"})
+# (it answers with close codes, which browsers can read, instead of HTTP statuses). "index" and
+# "static" are the browser page (chatserver/api/static.py).
+PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversation_socket",
+                           "index", "static"})
 # The only routes a browser token (scoped to one conversation) may call.
 TOKEN_ROUTES = frozenset({"list_messages"})
 

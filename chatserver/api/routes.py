@@ -7,6 +7,7 @@ from aiohttp import web
 from chatserver import ws
 from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
 from chatserver.api import metrics as metrics_api
+from chatserver.api.static import setup_static
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
 from chatserver.openapi.document import build_document
 from chatserver.openapi.validate import compile_validators
@@ -52,3 +53,4 @@ def setup_routes(app: web.Application) -> None:
     for method, path, handler, name in ROUTES:
         app.router.add_route(method, path, handler, name=name)
         app.router.add_route(method, "/api" + path, handler, name="api." + name)
+    setup_static(app)  # the browser page: public, root only, not in the API document

@@ -1,0 +1,274 @@
+// page.js: the chat page served at /. It reads #conversation=<id>&token=<token> (or the form),
+// and draws what ChatClient (chat.js) reports. Message data only ever goes into textContent,
+// attributes of media elements (after an http(s) check) or link hrefs: never into innerHTML.
+import { ChatClient, mediaUrl } from "./chat.js";
+
+const $ = (id) => document.getElementById(id);
+const STICK_TO_BOTTOM_PX = 80;
+const TYPING_SHOWN_MS = 4000;
+const PENDING_LABELS = { sending: "waiting to send…", sent: "sending…", failed: "not sent" };
+const STATE_LABELS = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…",
+                       refused: "refused", closed: "not connected" };
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function shortTime(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function mediaBody(message, url) {
+  const name = message.filename || url;
+  switch (message.content_type) {
+    case "IMAGE": {
+      const img = el("img", "media");
+      img.alt = name;
+      img.loading = "lazy";
+      img.referrerPolicy = "no-referrer";
+      img.src = url;
+      return img;
+    }
+    case "VIDEO":
+    case "AUDIO": {
+      const media = el(message.content_type === "VIDEO" ? "video" : "audio", "media");
+      media.controls = true;
+      media.preload = "metadata";
+      media.src = url;
+      media.title = name;
+      return media;
+    }
+    default: {
+      const link = el("a", "file", name);
+      link.href = url;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      return link;
+    }
+  }
+}
+
+function messageBody(message) {
+  const url = mediaUrl(message);
+  if (url) return mediaBody(message, url);
+  const body = el("div", "text", message.content);
+  if (message.content_type !== "TEXT" && message.filename) body.prepend(el("span", "filename", `${message.filename}: `));
+  return body;
+}
+
+function messageItem(message, mine) {
+  const item = el("li", "message");
+  item.dataset.seq = String(message.seq);
+  item.dataset.type = message.type;
+  item.dataset.contentType = message.content_type;
+  if (mine) item.dataset.mine = "true";
+  const meta = el("div", "meta");
+  meta.append(el("span", "author", message.created_by));
+  const time = el("time", "time", shortTime(message.created_at));
+  time.dateTime = message.created_at;
+  meta.append(time);
+  if (message.type !== "USER_INPUT") meta.append(el("span", "badge", message.type === "SYSTEM" ? "system" : "agent"));
+  if (message.status === "FAILED" || message.status === "PROCESSING") meta.append(el("span", "badge status", message.status.toLowerCase()));
+  if (mine) meta.append(el("span", "ack", "✓ stored"));
+  item.append(meta, messageBody(message));
+  return item;
+}
+
+class ChatPage {
+  constructor(client) {
+    this.client = client;
+    this.log = $("log");
+    this.list = $("messages");
+    this.pendingList = $("pending");
+    this.mine = new Set(); // client_ids this page sent
+    this.typers = new Map(); // user -> timer
+  }
+
+  start() {
+    const c = this.client;
+    c.addEventListener("message", (e) => this.onMessage(e.detail));
+    c.addEventListener("pending", (e) => this.onPending(e.detail.pending));
+    c.addEventListener("presence", (e) => this.showPresence(e.detail.members));
+    c.addEventListener("typing", (e) => this.onTyping(e.detail.user));
+    c.addEventListener("state", (e) => this.showState(e.detail));
+    c.addEventListener("history", (e) => this.showHistoryEnd(e.detail.hasMore));
+    c.addEventListener("error", (e) => this.showProblem(e.detail.frame.detail));
+    this.log.addEventListener("scroll", () => { if (this.log.scrollTop < 40) this.older(); });
+    $("older").addEventListener("click", () => this.older());
+    $("composer").addEventListener("submit", (e) => { e.preventDefault(); this.send(); });
+    $("text").addEventListener("input", () => c.typing());
+    $("text").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); this.send(); }
+    });
+    $("me").textContent = c.user ? `you are ${c.user}` : "";
+    $("conversation").textContent = c.conversationId;
+    c.start().then(() => this.fill(), (err) => this.fail(err));
+  }
+
+  /** Load older pages until the log can scroll (or the beginning is reached). */
+  async fill() {
+    this.scrollToBottom();
+    while (this.client.hasMore && this.log.scrollHeight <= this.log.clientHeight) {
+      if (!(await this.older())) return;
+    }
+  }
+
+  /** One older page; false when there is none or it failed. */
+  async older() {
+    if (!this.client.hasMore) return false;
+    try {
+      await this.client.loadOlder();
+      return true;
+    } catch (err) {
+      this.showProblem(err.message);
+      return false;
+    }
+  }
+
+  send() {
+    const text = $("text").value.trim();
+    if (!text) return;
+    const kind = $("kind").value;
+    const options = { contentType: kind };
+    if (kind !== "TEXT") options.filename = decodeURIComponent(text.split(/[?#]/)[0].split("/").pop() || "file");
+    this.mine.add(this.client.send(text, options));
+    $("text").value = "";
+    $("kind").value = "TEXT";
+  }
+
+  onMessage({ message, older }) {
+    const atBottom = this.nearBottom();
+    const heightBefore = this.log.scrollHeight;
+    const mine = this.mine.has(message.client_id);
+    const item = messageItem(message, mine);
+    const existing = this.list.querySelector(`li[data-seq="${message.seq}"]`);
+    if (existing) existing.replaceWith(item);
+    else this.list.insertBefore(item, this.nextItem(message.seq));
+    if (older) this.log.scrollTop += this.log.scrollHeight - heightBefore; // keep the view still
+    else if (atBottom || mine) this.scrollToBottom();
+  }
+
+  /** The first item with a higher seq (binary search: items are kept in seq order). */
+  nextItem(seq) {
+    const items = this.list.children;
+    let lo = 0;
+    let hi = items.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (Number(items[mid].dataset.seq) < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return items[lo] ?? null;
+  }
+
+  onPending(item) {
+    let row = this.pendingList.querySelector(`li[data-client-id="${item.client_id}"]`);
+    if (item.state === "acked") {
+      row?.remove();
+      return;
+    }
+    if (!row) {
+      row = el("li", "message");
+      row.dataset.clientId = item.client_id;
+      row.dataset.mine = "true";
+      row.append(el("div", "meta"), el("div", "text", item.content));
+      this.pendingList.append(row);
+      this.scrollToBottom();
+    }
+    row.dataset.state = item.state;
+    const label = PENDING_LABELS[item.state] + (item.error ? `: ${item.error}` : "");
+    row.firstChild.replaceChildren(el("span", "author", this.client.user ?? "you"), el("span", "ack", label));
+    if (item.state === "failed") {
+      const dismiss = el("button", "dismiss", "dismiss");
+      dismiss.type = "button";
+      dismiss.addEventListener("click", () => row.remove());
+      row.firstChild.append(dismiss);
+    }
+  }
+
+  showPresence(members) {
+    $("presence").replaceChildren(...members.map((user) => el("li", user === this.client.user ? "self" : "", user)));
+  }
+
+  onTyping(user) {
+    clearTimeout(this.typers.get(user));
+    this.typers.set(user, setTimeout(() => { this.typers.delete(user); this.showTyping(); }, TYPING_SHOWN_MS));
+    this.showTyping();
+  }
+
+  showTyping() {
+    const users = [...this.typers.keys()].sort();
+    $("typing").textContent = users.length === 0 ? ""
+      : `${users.join(", ")} ${users.length === 1 ? "is" : "are"} typing…`;
+  }
+
+  showState({ state, detail }) {
+    const node = $("connection");
+    node.dataset.state = state;
+    node.textContent = STATE_LABELS[state] + (detail ? ` (${detail})` : "");
+    $("send").disabled = state === "refused";
+  }
+
+  showHistoryEnd(hasMore) {
+    const button = $("older");
+    button.disabled = !hasMore;
+    button.textContent = hasMore ? "Load older messages" : "Beginning of the conversation";
+  }
+
+  showProblem(text) {
+    const node = $("problem");
+    node.textContent = text;
+    node.hidden = false;
+    clearTimeout(this.problemTimer);
+    this.problemTimer = setTimeout(() => { node.hidden = true; }, 8000);
+  }
+
+  fail(err) {
+    this.showState({ state: "refused", detail: err.message });
+    this.showProblem(err.message);
+  }
+
+  nearBottom() {
+    return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < STICK_TO_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.log.scrollTop = this.log.scrollHeight;
+  }
+}
+
+function fromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const conversationId = params.get("conversation");
+  const token = params.get("token");
+  return conversationId && token ? { conversationId, token } : null;
+}
+
+function open({ conversationId, token }) {
+  $("join").hidden = true;
+  $("chat").hidden = false;
+  const page = new ChatPage(new ChatClient({ conversationId, token }));
+  page.start();
+  window.chat = page.client; // for the console (and the tests)
+}
+
+function showForm() {
+  $("join").hidden = false;
+  $("join").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const params = new URLSearchParams({
+      conversation: $("join-conversation").value.trim(), token: $("join-token").value.trim(),
+    });
+    history.replaceState(null, "", `#${params}`);
+    open(fromFragment());
+  }, { once: true });
+}
+
+// A different fragment is a different conversation or user: start afresh.
+window.addEventListener("hashchange", () => location.reload());
+const opened = fromFragment();
+if (opened) open(opened);
+else showForm();
