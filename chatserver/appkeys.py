@@ -14,6 +14,7 @@ from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
 from chatserver.presence import Presence
 from chatserver.ratelimit import KeyedLimiter
+from chatserver.shutdown import Shutdown
 from chatserver.supervisor import Supervisor
 from chatserver.tokens import TokenSigner
 from chatserver.webhooks.service import WebhookService
@@ -33,6 +34,7 @@ WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
 HUB = web.AppKey("hub", Hub)
 PRESENCE = web.AppKey("presence", Presence)
 TOKENS = web.AppKey("tokens", TokenSigner)
+SHUTDOWN = web.AppKey("shutdown", Shutdown)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

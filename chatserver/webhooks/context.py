@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 from aiohttp import web
 
-from chatserver.appkeys import CONVERSATIONS, DB_POOL, SETTINGS, WEBHOOK_RESOLVER, WEBHOOKS
+from chatserver.appkeys import (
+    CONVERSATIONS,
+    DB_POOL,
+    SETTINGS,
+    SHUTDOWN,
+    WEBHOOK_RESOLVER,
+    WEBHOOKS,
+)
 from chatserver.config import Settings
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
@@ -56,18 +63,24 @@ class Supervisor:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
 
-    async def stop(self) -> None:
-        """Stop claiming first, then let in-flight sends finish and give back unused claims."""
+    def stop_claiming(self) -> None:
+        """On SIGTERM, before anything else: claim nothing more (sends in flight go on)."""
+        if self.current is not None:
+            self.current.stop_claiming()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming first, then give in-flight sends up to `grace` seconds and release
+        every claim left."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._close_current()
+        await self._close_current(grace)
 
-    async def _close_current(self) -> None:
+    async def _close_current(self, grace: float | None = None) -> None:
         if self.current is not None:
             with contextlib.suppress(Exception):
-                await self.current.close()
+                await self.current.close(grace)
 
 
 def supervised(pool: asyncpg.Pool, settings: Settings, sender: WebhookSender) -> Supervisor:
@@ -82,11 +95,14 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = app[DB_POOL]
     app[WEBHOOKS] = WebhookService(pool, app[CONVERSATIONS], settings.webhooks, sender)
     supervisor = supervised(pool, settings, sender) if settings.webhooks.run_in_server else None
+    shutdown = app[SHUTDOWN]
+    if supervisor is not None:
+        shutdown.subscribe(supervisor.stop_claiming)
     try:
         yield
     finally:
         if supervisor is not None:
-            await supervisor.stop()
+            await supervisor.stop(grace=shutdown.remaining())
         await sender.close()
 
 
@@ -113,7 +129,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         log.info("webhook worker running")
         await stop.wait()
         log.info("webhook worker stopping")
-        await supervisor.stop()
+        await supervisor.stop(grace=settings.server.shutdown_timeout)
     finally:
         await sender.close()
         await pool.close()
