@@ -116,5 +116,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(realtime_ctx)
     app.on_shutdown.append(app[SHUTDOWN].on_shutdown)
     app.on_shutdown.append(close_sockets)
+    app.on_cleanup.append(app[SHUTDOWN].on_cleanup)
     setup_routes(app)
     return app

@@ -102,7 +102,7 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         if supervisor is not None:
-            await supervisor.stop(grace=shutdown.remaining())
+            await supervisor.stop(grace=shutdown.work_left())
         await sender.close()
 
 
