@@ -221,3 +221,10 @@ def test_socket_error_frame_names_unavailable() -> None:
     frame = orjson.loads(error_frame(unavailable(7), "c1"))
     assert frame == {"type": "error", "code": "unavailable", "client_id": "c1", "retry_after": 7,
                      "detail": "the database is unavailable; retry later"}
+
+
+async def test_acknowledged_means_durably_committed(client: Any) -> None:
+    # Acks and 201s are sent after COMMIT returns, and the server never relaxes durability: its
+    # connections run with Postgres' default synchronous_commit = on (the WAL is flushed first).
+    async with client.app[DB_POOL].acquire() as conn:
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
