@@ -79,7 +79,6 @@ class Instance:
         self.log_path = workdir / f"{name}.log"
         self.workdir = workdir
         self.process: asyncio.subprocess.Process | None = None
-        self.stopped_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -121,12 +120,10 @@ class Instance:
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
-        self.stopped_at = time.monotonic()
         os.kill(self.pid, signal.SIGKILL)
 
     def terminate(self) -> None:
         """SIGTERM: what a platform sends before stopping an instance."""
-        self.stopped_at = time.monotonic()
         os.kill(self.pid, signal.SIGTERM)
 
     async def wait(self, timeout: float) -> int:

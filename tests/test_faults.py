@@ -6,10 +6,8 @@ in chaos/ (run by tests/test_chaos.py).
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -42,9 +40,9 @@ from tests.webhooks.helpers import (
 
 
 @pytest.fixture(scope="module")
-def own_postgres() -> Iterator[Postgres]:
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """A Postgres of this module's own, which its tests stop and start."""
-    postgres = Postgres(Path(tempfile.mkdtemp(prefix="chatserver-faults-")) / "pgdata")
+    postgres = Postgres(tmp_path_factory.mktemp("faults-pg") / "pgdata")
     yield postgres
     postgres.remove()
 
@@ -86,7 +84,9 @@ async def test_postgres_outage_is_503_with_retry_after_then_recovers(
     try:
         await assert_unavailable(api, cid)
         await send(publisher.ws, type="message", content="socket", client_id="socket")
-        error = await asyncio.wait_for(publisher_error(publisher), WAIT)
+        await publisher.until(lambda: first_error(publisher) is not None)
+        error = first_error(publisher)
+        assert error is not None
         assert error["code"] == "unavailable" and error["retry_after"] == 5, error
         refused = await connect(api.client, cid, api.key)
         assert await closed_with(refused) == 1013
@@ -127,15 +127,8 @@ async def assert_unavailable(api: Api, cid: str) -> None:
     assert ready["checks"]["database"].startswith("unavailable")
 
 
-async def publisher_error(publisher: Watcher) -> dict[str, Any]:
-    async def error() -> dict[str, Any]:
-        while True:
-            for frame in publisher.frames:
-                if frame["type"] == "error":
-                    return frame
-            await asyncio.sleep(0.02)
-
-    return await error()
+def first_error(watcher: Watcher) -> dict[str, Any] | None:
+    return next((f for f in watcher.frames if f["type"] == "error"), None)
 
 
 async def test_no_half_written_message_after_the_outage(
