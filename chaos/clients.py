@@ -161,16 +161,18 @@ class RestPublisher(Publisher):
 
 
 class SocketPublisher(Publisher):
-    """Sends numbered messages over its own websocket, each after the previous ack."""
+    """Sends numbered messages over its own websocket, each after the previous ack; one cut off
+    before its ack is sent again, with the same client_id, on the next socket."""
+
+    pending: str | None = None  # sent, not acknowledged yet
 
     async def run(self, http: aiohttp.ClientSession, stop: asyncio.Event) -> Outcome:
         numbers = itertools.count()
-        client_id = None
-        while not stop.is_set() or client_id is not None:
+        while not stop.is_set() or self.pending is not None:
             try:
                 async with http.ws_connect(f"{self.url()}/ws/conversations/{self.cid}",
                                            headers=auth(self.key)) as ws:
-                    client_id = await self._session(ws, stop, numbers, client_id)
+                    await self._session(ws, stop, numbers)
             except (aiohttp.ClientError, OSError) as exc:
                 self.outcome.statuses[type(exc).__name__] += 1
             self.turn += 1
@@ -178,23 +180,23 @@ class SocketPublisher(Publisher):
         return self.outcome
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse, stop: asyncio.Event,
-                       numbers: Any, client_id: str | None) -> str | None:
-        """Send until stopped or cut; the client_id still waiting for its ack, if any."""
+                       numbers: Any) -> None:
+        """Send until stopped or cut off."""
         while True:
-            if client_id is None:
+            if self.pending is None:
                 if stop.is_set():
-                    return None
-                client_id = f"{self.tag}-{next(numbers)}"
-                self.outcome.sent.add(client_id)
+                    return
+                self.pending = f"{self.tag}-{next(numbers)}"
+                self.outcome.sent.add(self.pending)
             await ws.send_str(orjson.dumps(
-                {"type": "message", "content": client_id, "client_id": client_id}).decode())
-            reply = await self._reply(ws, client_id)
+                {"type": "message", "content": self.pending, "client_id": self.pending}).decode())
+            reply = await self._reply(ws, self.pending)
             if reply is None:
                 self.outcome.statuses[f"closed {ws.close_code}"] += 1
-                return client_id
+                return
             if reply["type"] == "ack":
-                self.outcome.acked[client_id] = reply["message"]["seq"]
-                client_id = None
+                self.outcome.acked[self.pending] = reply["message"]["seq"]
+                self.pending = None
                 await asyncio.sleep(self.pause)
             else:
                 self.outcome.statuses[reply.get("code", "error")] += 1

@@ -221,3 +221,47 @@ async def test_acknowledged_means_durably_committed(client: Any) -> None:
     # connections run with Postgres' default synchronous_commit = on (the WAL is flushed first).
     async with client.app[DB_POOL].acquire() as conn:
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_an_outcome_is_recorded_once_postgres_is_back(
+    outage_url: str, own_postgres: Postgres, aiohttp_server: Any, aiohttp_client: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The endpoint answers while Postgres is down: the dispatcher keeps the outcome and records it
+    # when Postgres is back (its claim still holds), instead of sending the webhook again later.
+    receiver: Receiver = await start_receiver(aiohttp_server)
+    arrived, answer = asyncio.Event(), asyncio.Event()
+
+    async def held(_request: Any) -> web.Response:
+        arrived.set()
+        await answer.wait()
+        return web.Response(text="ok")
+
+    receiver.then("/hook", held)
+    client = await aiohttp_client(create_app(webhook_settings(outage_url)))
+    conn = await asyncpg.connect(outage_url)
+    try:
+        key, _ = await create_api_key(conn, "admin", None)
+    finally:
+        await conn.close()
+    api = Api(client, key)
+    conversation_id, _ = await hooked_conversation(api, receiver)
+    await api.post_message(conversation_id, "sent during the outage")
+    await asyncio.wait_for(arrived.wait(), WAIT)
+    await asyncio.to_thread(own_postgres.stop)
+    try:
+        answer.set()
+        await eventually(lambda: "outcome not recorded yet" in caplog.text)
+    finally:
+        await asyncio.to_thread(own_postgres.start)
+    _, deliveries, _ = await eventually(lambda: succeeded(api, conversation_id))
+    assert len(receiver.at("/hook")) == 1
+    assert deliveries[0]["attempts"][0]["status_code"] == 200
+
+
+async def succeeded(api: Api, conversation_id: str) -> Any:
+    status, deliveries, headers = await api.call(
+        "GET", f"/conversations/{conversation_id}/webhook-deliveries")
+    if status == 200 and deliveries and deliveries[0]["status"] == "succeeded":
+        return status, deliveries, headers
+    return None

@@ -170,7 +170,28 @@ class Dispatcher:
     async def _deliver(self, job: Any) -> None:
         result = await self.sender.send(job["url"], job["id"].hex, job_body(job), job_secrets(job))
         decision = decide(result, job["scheduled_failures"], self.settings)
-        await self._record(job, result, decision)
+        await self._record_when_possible(job, result, decision)
+
+    async def _record_when_possible(
+        self, job: Any, result: AttemptResult, decision: Decision
+    ) -> None:
+        """Record the outcome; while Postgres is away, keep trying for half the lease margin (the
+        claim still holds then), so a sent webhook is not sent again just for an outage."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + LEASE_MARGIN / 2
+        warned = False
+        while True:
+            try:
+                await self._record(job, result, decision)
+                return
+            except UNAVAILABLE_ERRORS as exc:
+                if loop.time() >= give_up_at:
+                    raise
+                if not warned:
+                    log.warning("webhook %s: outcome not recorded yet, the database is "
+                                "unavailable (%r); retrying", job["id"].hex, exc)
+                    warned = True
+            await asyncio.sleep(self.settings.poll_interval)
 
     async def _record(self, job: Any, result: AttemptResult, decision: Decision) -> None:
         conversation_id = job["conversation_id"]
