@@ -48,15 +48,19 @@ class Supervisor:
         return self
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         backoff = 1.0
         while True:
             self.current = self.make()
+            started = loop.time()
             try:
                 await self.current.main()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if loop.time() - started > RESTART_BACKOFF_MAX:
+                    backoff = 1.0  # it ran well for a while: an old crash loop says nothing now
                 log.exception("webhook dispatcher crashed; restarting in %.0f s", backoff)
             await self._close_current()
             self.restarts += 1
