@@ -16,6 +16,7 @@ from chatserver.api.cors import cors_middleware
 from chatserver.api.metrics import metrics_middleware
 from chatserver.api.middleware import auth_middleware
 from chatserver.api.openapi import schema_middleware
+from chatserver.api.outage import outage_middleware
 from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
     CONVERSATIONS,
@@ -24,6 +25,7 @@ from chatserver.appkeys import (
     METRICS,
     RATE_LIMITER,
     SETTINGS,
+    SHUTDOWN,
     SUPERVISOR,
 )
 from chatserver.config import Settings
@@ -37,6 +39,7 @@ from chatserver.operations import operations_ctx
 from chatserver.problems import problem_middleware
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.realtime import close_sockets, realtime_ctx
+from chatserver.shutdown import Shutdown
 from chatserver.supervisor import Supervisor, TaskState
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
@@ -97,13 +100,14 @@ def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
-            metrics_middleware, cors_middleware, problem_middleware, auth_middleware,
-            schema_middleware,
+            metrics_middleware, cors_middleware, problem_middleware, outage_middleware,
+            auth_middleware, schema_middleware,
         ],
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[SHUTDOWN] = Shutdown(settings.server.shutdown_timeout)
     app[RATE_LIMITER] = KeyedLimiter(
         settings.limits.requests_per_second_per_key, settings.limits.request_burst_per_key
     )
@@ -112,6 +116,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(webhooks_ctx)
     app.cleanup_ctx.append(realtime_ctx)
     app.cleanup_ctx.append(operations_ctx)
+    app.on_shutdown.append(app[SHUTDOWN].on_shutdown)
     app.on_shutdown.append(close_sockets)
+    app.on_cleanup.append(app[SHUTDOWN].on_cleanup)
     setup_routes(app)
     return app

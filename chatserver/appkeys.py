@@ -14,6 +14,7 @@ from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
 from chatserver.presence import Presence
 from chatserver.ratelimit import KeyedLimiter
+from chatserver.shutdown import Shutdown
 from chatserver.socketguard import SocketRegistry
 from chatserver.supervisor import Supervisor
 from chatserver.tokens import TokenSigner
@@ -35,6 +36,7 @@ HUB = web.AppKey("hub", Hub)
 PRESENCE = web.AppKey("presence", Presence)
 TOKENS = web.AppKey("tokens", TokenSigner)
 SOCKETS = web.AppKey("sockets", SocketRegistry)
+SHUTDOWN = web.AppKey("shutdown", Shutdown)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -14,11 +14,12 @@ import asyncpg
 from aiohttp import web
 
 from chatserver.app import create_app, resolve_dsn, run_migrations
-from chatserver.appkeys import DB_POOL, SETTINGS
+from chatserver.appkeys import DB_POOL, SETTINGS, SHUTDOWN
 from chatserver.auth import create_api_key
 from chatserver.config import ConfigError, Settings
 from chatserver.demo import create_demo
 from chatserver.logs import AccessLogger, setup_logging
+from chatserver.shutdown import handler_timeout
 from chatserver.store import api_keys
 from chatserver.webhooks.context import run_worker
 from chatserver.workers import run_workers
@@ -62,11 +63,12 @@ def run_serve(settings: Settings, *, reuse_port: bool = False, bootstrap: bool =
     app = create_app(settings)
     if bootstrap:
         app.on_startup.append(bootstrap_key)
+    app[SHUTDOWN].enforce = True  # a real process: exit by the deadline, whatever hangs
     web.run_app(
         app,
         host=settings.server.host,
         port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
+        shutdown_timeout=handler_timeout(settings.server.shutdown_timeout),
         access_log_class=AccessLogger,
         reuse_port=reuse_port,
         print=lambda text: print(text, flush=True),

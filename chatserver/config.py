@@ -113,6 +113,11 @@ class RealtimeSettings:
 
 
 @dataclass(frozen=True)
+class OutageSettings:
+    retry_after: int = 5
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -121,6 +126,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    outages: OutageSettings = field(default_factory=OutageSettings)
 
     @classmethod
     def load(

@@ -3,6 +3,8 @@
 Refusals happen after the upgrade, with a close code a browser can read: 4401 bad credentials,
 4404 unknown conversation, 4400 bad request (e.g. `since` above the conversation's last seq),
 4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `socketguard`).
+1013 (try again later) while the database is unreachable. A frame that cannot be stored then gets
+an `unavailable` error frame with `retry_after`, and the socket stays.
 Client frames are handled one at a time; a broken frame gets an error frame and the socket stays.
 The socket always leaves its room and the presence list in `finally`.
 """
@@ -19,6 +21,7 @@ from typing import Any
 import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from chatserver.api.outage import unavailable
 from chatserver.appkeys import (
     CONVERSATIONS,
     DB_POOL,
@@ -31,7 +34,9 @@ from chatserver.appkeys import (
     TOKENS,
 )
 from chatserver.auth import Principal
+from chatserver.config import RealtimeSettings
 from chatserver.conversations import parse_id
+from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
 from chatserver.frames import frame, message_frame
 from chatserver.models import message_json
 from chatserver.problems import Problem
@@ -55,6 +60,7 @@ REPLAY_PAGE = 500
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+UNAVAILABLE_REASON = "database unavailable, retry later"
 
 
 class Refusal(Exception):
@@ -127,6 +133,10 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     except Refusal as refusal:
         await ws.close(code=refusal.code, message=refusal.reason.encode())
         return ws
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("websocket refused, the database is unavailable: %r", exc)
+        await close_quietly(ws, WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON, settings)
+        return ws
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
                           transport=request.transport)  # type: ignore[arg-type]
     admitted = OpenSocket(session.conversation_id, session.principal, sender)
@@ -136,14 +146,26 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
     try:
         await serve(request.app, ws, sender, session)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
         log.warning("websocket on %s failed: %r", session.conversation_id.hex, exc)
-        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-            async with asyncio.timeout(settings.close_timeout):
-                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"server error, resume")
+        await close_quietly(ws, *close_for(exc), settings)
     finally:
         request.app[SOCKETS].discard(admitted)
     return ws
+
+
+def close_for(exc: BaseException) -> tuple[int, str]:
+    if is_unavailable(exc):
+        return WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON
+    return WSCloseCode.INTERNAL_ERROR, "server error, resume"
+
+
+async def close_quietly(
+    ws: web.WebSocketResponse, code: int, reason: str, settings: RealtimeSettings
+) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
+        async with asyncio.timeout(settings.close_timeout):
+            await ws.close(code=code, message=reason.encode())
 
 
 async def serve(
@@ -225,6 +247,10 @@ async def handle_text(
                           invalid_params=[("type", "must be message or typing")])
     except Problem as problem:
         sender.push(error_frame(problem, client_id))
+    except UNAVAILABLE_ERRORS as exc:
+        # Not acknowledged, and the socket stays: the client sends again after retry_after.
+        log.warning("websocket frame refused, the database is unavailable: %r", exc)
+        sender.push(error_frame(unavailable(app[SETTINGS].outages.retry_after), client_id))
 
 
 async def post(
@@ -239,7 +265,7 @@ async def post(
 
 
 ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
-               422: "idempotency_conflict", 429: "rate_limited"}
+               422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
 
 
 def error_frame(problem: Problem, client_id: str | None) -> bytes:
@@ -247,6 +273,8 @@ def error_frame(problem: Problem, client_id: str | None) -> bytes:
         "code": problem.code or ERROR_CODES.get(problem.status, "error"),
         "detail": problem.detail, "client_id": client_id,
     }
+    if "Retry-After" in problem.headers:
+        fields["retry_after"] = int(problem.headers["Retry-After"])
     if problem.invalid_params:
         fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
     if isinstance(problem, RateLimited):

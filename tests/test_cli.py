@@ -84,14 +84,16 @@ async def test_serve_with_embedded_postgres_prints_a_working_key(tmp_path: Path)
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         key = None
+        seen = []
         assert proc.stdout is not None
         for line in proc.stdout:
+            seen.append(line)
             match = re.search(r"Bearer (csk_[A-Za-z0-9_-]+)", line)
             if match:
                 key = match[1]
             if "Running on" in line:
                 break
-        assert key, "no key printed"
+        assert key, "no key printed:\n" + "".join(seen)[-3000:]
         headers = {"Authorization": f"Bearer {key}"}
         base = f"http://127.0.0.1:{port}/api"
         async with aiohttp.ClientSession(headers=headers) as http:

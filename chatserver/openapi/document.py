@@ -21,12 +21,23 @@ def _responses(op: Operation) -> dict[str, Any]:
         ok["headers"] = {"Link": {"description": 'URL of the next page, rel="next", when more '
                                   "exist.", "schema": {"type": "string"}}}
     responses = {str(op.status): ok}
-    for status in op.errors:
+    for status in _error_statuses(op):
         responses[str(status)] = {
             "description": HTTPStatus(status).phrase,
             "content": {"application/problem+json": {"schema": ref("Problem")}},
         }
+    if "503" in responses:
+        responses["503"]["headers"] = {"Retry-After": {
+            "description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
     return responses
+
+
+def _error_statuses(op: Operation) -> tuple[int, ...]:
+    # Authenticating reads Postgres, so every authenticated operation can answer 503 while the
+    # database is unreachable (see chatserver.api.outage).
+    if op.public or 503 in op.errors:
+        return op.errors
+    return (*op.errors, 503)
 
 
 def _operation(name: str, path: str, op: Operation) -> dict[str, Any]:

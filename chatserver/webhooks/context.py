@@ -21,6 +21,7 @@ from chatserver.appkeys import (
     DB_POOL,
     METRICS,
     SETTINGS,
+    SHUTDOWN,
     WEBHOOK_RESOLVER,
     WEBHOOKS,
 )
@@ -49,33 +50,43 @@ class Supervisor:
         return self
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         backoff = 1.0
         while True:
             self.current = self.make()
+            started = loop.time()
             try:
                 await self.current.main()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if loop.time() - started > RESTART_BACKOFF_MAX:
+                    backoff = 1.0  # it ran well for a while: an old crash loop says nothing now
                 log.exception("webhook dispatcher crashed; restarting in %.0f s", backoff)
             await self._close_current()
             self.restarts += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
 
-    async def stop(self) -> None:
-        """Stop claiming first, then let in-flight sends finish and give back unused claims."""
+    def stop_claiming(self) -> None:
+        """On SIGTERM, before anything else: claim nothing more (sends in flight go on)."""
+        if self.current is not None:
+            self.current.stop_claiming()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming first, then give in-flight sends up to `grace` seconds and release
+        every claim left."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._close_current()
+        await self._close_current(grace)
 
-    async def _close_current(self) -> None:
+    async def _close_current(self, grace: float | None = None) -> None:
         if self.current is not None:
             with contextlib.suppress(Exception):
-                await self.current.close()
+                await self.current.close(grace)
 
 
 def supervised(
@@ -93,11 +104,14 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     app[WEBHOOKS] = WebhookService(pool, app[CONVERSATIONS], settings.webhooks, sender)
     supervisor = (supervised(pool, settings, sender, app[METRICS])
                   if settings.webhooks.run_in_server else None)
+    shutdown = app[SHUTDOWN]
+    if supervisor is not None:
+        shutdown.subscribe(supervisor.stop_claiming)
     try:
         yield
     finally:
         if supervisor is not None:
-            await supervisor.stop()
+            await supervisor.stop(grace=shutdown.work_left())
         await sender.close()
 
 
@@ -124,7 +138,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         log.info("webhook worker running")
         await stop.wait()
         log.info("webhook worker stopping")
-        await supervisor.stop()
+        await supervisor.stop(grace=settings.server.shutdown_timeout)
     finally:
         await sender.close()
         await pool.close()

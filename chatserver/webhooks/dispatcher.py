@@ -9,7 +9,9 @@ With `ordering = "strict"` each claim locks endpoint rows (`FOR UPDATE SKIP LOCK
 the head of each endpoint's queue, and only when nothing of that endpoint is in flight or in
 backoff, so a consumer receives one conversation's deliveries one at a time, in outbox order.
 Claims are leases (`locked_until`): if a dispatcher dies mid-send, its deliveries become due again
-once the lease runs out ([webhooks] timeout + LEASE_MARGIN seconds).
+once the lease runs out ([webhooks] timeout + LEASE_MARGIN seconds). A dispatcher that is closed
+(on SIGTERM) releases its claims instead, so they go out at once from another instance. While
+Postgres is unreachable the loop claims nothing and keeps trying at each poll.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncpg
 import orjson
 
 from chatserver.config import WebhookSettings
+from chatserver.db.errors import UNAVAILABLE_ERRORS
 from chatserver.metrics import Metrics
 from chatserver.store import webhooks as store
 from chatserver.webhooks.schedule import Decision, Verdict, decide
@@ -71,18 +74,33 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
+        self._db_down = False
 
     async def main(self) -> None:
         """Run until close() (or, in burst mode, until nothing is due or in flight)."""
         if self._listener is None and not self.burst:
             self._listener = asyncio.create_task(self._listen(), name="webhooks-listen")
         while not self._closing:
-            claimed = await self._poll_iteration()
+            claimed = await self._poll_or_wait_for_db()
             if claimed:
                 continue
             if self.burst and not self._tasks:
                 return
             await self._sleep()
+
+    async def _poll_or_wait_for_db(self) -> int:
+        """One poll; while Postgres is unreachable, claim nothing and try again next poll."""
+        try:
+            claimed = await self._poll_iteration()
+        except UNAVAILABLE_ERRORS as exc:
+            if not self._db_down:
+                log.warning("webhook claims paused, the database is unavailable: %r", exc)
+            self._db_down = True
+            return 0
+        if self._db_down:
+            log.info("webhook claims resumed, the database is back")
+            self._db_down = False
+        return claimed
 
     async def _poll_iteration(self) -> int:
         """Claim as many due deliveries as there are free slots and start sending them."""
@@ -97,20 +115,39 @@ class Dispatcher:
             task.add_done_callback(self._task_done)
         return len(jobs)
 
-    async def close(self) -> None:
-        """Stop claiming, let in-flight sends finish (they are bounded by the timeout)."""
+    def stop_claiming(self) -> None:
+        """Claim nothing more; `main()` returns, sends in flight go on until `close()`."""
         self._closing = True
         self._wake.set()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop claiming, give in-flight sends up to `grace` seconds (None: until they end, which
+        the send timeout bounds), cancel the rest, and release every claim still held, so another
+        dispatcher sends those deliveries at once instead of after the lease."""
+        self.stop_claiming()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await self._finish_sends(grace)
+        with contextlib.suppress(*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
             async with self.pool.acquire() as conn:
                 await store.release_claims(conn, self.name)
+
+    async def _finish_sends(self, grace: float | None) -> None:
+        tasks = set(self._tasks)
+        if not tasks:
+            return
+        late = tasks
+        if grace is None or grace > 0:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+        if late:
+            log.info("cancelling %d webhook send(s) still in flight; their claims are released",
+                     len(late))
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- claiming ------------------------------------------------------------------------------
 
@@ -137,7 +174,28 @@ class Dispatcher:
         decision = decide(result, job["scheduled_failures"], self.settings)
         if self.metrics is not None:
             self.metrics.webhook_attempts.labels(decision.verdict.value).inc()
-        await self._record(job, result, decision)
+        await self._record_when_possible(job, result, decision)
+
+    async def _record_when_possible(
+        self, job: Any, result: AttemptResult, decision: Decision
+    ) -> None:
+        """Record the outcome; while Postgres is away, keep trying for half the lease margin (the
+        claim still holds then), so a sent webhook is not sent again just for an outage."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + LEASE_MARGIN / 2
+        warned = False
+        while True:
+            try:
+                await self._record(job, result, decision)
+                return
+            except UNAVAILABLE_ERRORS as exc:
+                if loop.time() >= give_up_at:
+                    raise
+                if not warned:
+                    log.warning("webhook %s: outcome not recorded yet, the database is "
+                                "unavailable (%r); retrying", job["id"].hex, exc)
+                    warned = True
+            await asyncio.sleep(self.settings.poll_interval)
 
     async def _record(self, job: Any, result: AttemptResult, decision: Decision) -> None:
         conversation_id = job["conversation_id"]
