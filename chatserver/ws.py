@@ -108,7 +108,8 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=refusal.code, message=refusal.reason.encode())
         return ws
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
-                          transport=request.transport)  # type: ignore[arg-type]
+                          transport=request.transport,  # type: ignore[arg-type]
+                          flusher=request.app[HUB].flusher)
     try:
         await serve(request.app, ws, sender, session)
     except (OSError, asyncpg.PostgresError) as exc:
