@@ -69,7 +69,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     watch_pool(app[METRICS], pool)
     conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks))
     app[CONVERSATIONS] = conversations
-    app[MESSAGES] = MessageService(pool, conversations, settings.messages)
+    app[MESSAGES] = MessageService(pool, conversations, settings.messages, settings.performance)
     yield
     await pool.close()
 

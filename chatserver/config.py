@@ -107,6 +107,14 @@ class RealtimeSettings:
 
 
 @dataclass(frozen=True)
+class PerformanceSettings:
+    group_commit_max_batch: int = 256
+    group_commit_in_flight: int = 2
+    api_key_cache_ttl: float = 5.0
+    uvloop: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -115,6 +123,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
 
     @classmethod
     def load(

@@ -1,4 +1,5 @@
-"""SQL for messages: the seq-assigning insert, keyset pages, idempotency lookups, updates."""
+"""SQL for messages: the seq-assigning inserts (one or a batch), keyset pages, idempotency lookups,
+updates."""
 
 from __future__ import annotations
 
@@ -25,6 +26,42 @@ INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type
                       channel, status, metadata, created_by)
 SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10 FROM next
 RETURNING {COLUMNS}
+"""
+# A batch in one statement, for any mix of conversations: lock the conversations in id order (so
+# two batches never deadlock), add each one's count to its last_seq, and number its messages in
+# input order above the old last_seq. A message whose conversation is gone gets no row.
+INSERT_MESSAGES = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::jsonb[], $10::text[])
+        WITH ORDINALITY AS i(id, conversation_id, client_id, content, content_type, filename,
+                             type, status, metadata, created_by, n)
+),
+locked AS (
+    SELECT id FROM conversations WHERE id IN (SELECT conversation_id FROM input)
+    ORDER BY id FOR NO KEY UPDATE
+),
+counts AS (
+    SELECT conversation_id, count(*) AS n FROM input GROUP BY conversation_id
+),
+bumped AS (
+    UPDATE conversations c SET last_seq = c.last_seq + counts.n
+    FROM counts JOIN locked ON locked.id = counts.conversation_id
+    WHERE c.id = counts.conversation_id
+    RETURNING c.id, c.last_seq - counts.n AS base, c.channel
+)
+INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
+                      channel, status, metadata, created_by)
+SELECT i.id, i.conversation_id,
+       b.base + row_number() OVER (PARTITION BY i.conversation_id ORDER BY i.n),
+       i.client_id, i.content, i.content_type, i.filename, i.type, b.channel, i.status,
+       i.metadata, i.created_by
+FROM input i JOIN bumped b ON b.id = i.conversation_id
+RETURNING {COLUMNS}
+"""
+SELECT_BY_CLIENT_IDS = f"""
+SELECT {COLUMNS} FROM messages
+WHERE (conversation_id, client_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
 """
 SELECT_BY_CLIENT_ID = f"""
 SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 AND client_id = $2
@@ -74,6 +111,24 @@ async def insert_message(conn: Any, new: NewMessage) -> asyncpg.Record | None:
         INSERT_MESSAGE, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
         new.content_type, new.filename, new.type, new.status, new.metadata or {}, new.created_by,
     )
+
+
+async def insert_messages(conn: Any, batch: list[NewMessage]) -> list[asyncpg.Record]:
+    """Insert a batch with one statement (rows in no particular order; see INSERT_MESSAGES)."""
+    return await conn.fetch(
+        INSERT_MESSAGES, [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
+        [m.client_id for m in batch], [m.content for m in batch],
+        [m.content_type for m in batch], [m.filename for m in batch], [m.type for m in batch],
+        [m.status for m in batch], [m.metadata or {} for m in batch],
+        [m.created_by for m in batch],
+    )
+
+
+async def get_by_client_ids(
+    conn: Any, keys: list[tuple[uuid.UUID, str]]
+) -> list[asyncpg.Record]:
+    """Stored messages for (conversation_id, client_id) pairs, one query for all of them."""
+    return await conn.fetch(SELECT_BY_CLIENT_IDS, [k[0] for k in keys], [k[1] for k in keys])
 
 
 async def get_by_client_id(
