@@ -20,6 +20,7 @@ from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
     CONVERSATIONS,
     DB_POOL,
+    KEY_CACHE,
     MESSAGES,
     METRICS,
     RATE_LIMITER,
@@ -31,6 +32,7 @@ from chatserver.conversations import ConversationService
 from chatserver.db.embedded import start_embedded
 from chatserver.db.migrate import migrate
 from chatserver.db.pool import create_pool
+from chatserver.keycache import KeyCache
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.problems import problem_middleware
@@ -103,6 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[KEY_CACHE] = KeyCache(settings.performance.api_key_cache_ttl)
     app[RATE_LIMITER] = KeyedLimiter(
         settings.limits.requests_per_second_per_key, settings.limits.request_burst_per_key
     )

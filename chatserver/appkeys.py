@@ -10,6 +10,7 @@ from chatserver.auth import Principal
 from chatserver.config import Settings
 from chatserver.conversations import ConversationService
 from chatserver.hub import Hub
+from chatserver.keycache import KeyCache
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
 from chatserver.presence import Presence
@@ -33,6 +34,7 @@ WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
 HUB = web.AppKey("hub", Hub)
 PRESENCE = web.AppKey("presence", Presence)
 TOKENS = web.AppKey("tokens", TokenSigner)
+KEY_CACHE = web.AppKey("key_cache", KeyCache)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)
