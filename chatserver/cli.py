@@ -17,6 +17,7 @@ from chatserver.app import create_app, resolve_dsn, run_migrations
 from chatserver.appkeys import DB_POOL, SETTINGS
 from chatserver.auth import create_api_key
 from chatserver.config import ConfigError, Settings
+from chatserver.eventloop import new_event_loop
 from chatserver.logs import AccessLogger, setup_logging
 from chatserver.store import api_keys
 from chatserver.webhooks.context import run_worker
@@ -62,6 +63,7 @@ def run_serve(settings: Settings) -> None:
         shutdown_timeout=settings.server.shutdown_timeout,
         access_log_class=AccessLogger,
         print=lambda text: print(text, flush=True),
+        loop=new_event_loop(settings.performance.uvloop),
     )
 
 
