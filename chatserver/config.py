@@ -111,6 +111,7 @@ class PerformanceSettings:
     group_commit_max_batch: int = 256
     group_commit_in_flight: int = 2
     api_key_cache_ttl: float = 5.0
+    fanout_flush_interval: float = 0.002
     uvloop: bool = True
 
 

@@ -118,7 +118,7 @@ class Hub:
         self.bus = bus
         self.settings = settings
         self.node = uuid.uuid4().hex
-        self.flusher = Flusher()  # writes each local socket's frames once per loop iteration
+        self.flusher = Flusher()  # writes each local socket's queued frames with one write
         self.rooms: dict[uuid.UUID, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_now = asyncio.Event()

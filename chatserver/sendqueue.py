@@ -37,19 +37,33 @@ TOO_SLOW_REASON = "too slow, resume with since"
 
 
 class Flusher:
-    """Writes the frames every socket queued during one event-loop iteration, once per socket."""
+    """Writes the frames sockets queued, with one write per socket per flush.
 
-    def __init__(self) -> None:
+    A flush runs at the next event-loop iteration, but never sooner than `interval` seconds after
+    the previous one: under a stream of messages each socket then gets one write per interval
+    carrying all of them (a `send()` per socket is the cost of a fan-out), while a message after
+    a quiet spell goes out at once.
+    """
+
+    def __init__(self, interval: float = 0.0) -> None:
+        self.interval = interval
         self._dirty: list[SocketSender] = []
         self._scheduled = False
+        self._last = float("-inf")
 
     def mark(self, sender: SocketSender) -> None:
         self._dirty.append(sender)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run)
+            loop = asyncio.get_running_loop()
+            due = self._last + self.interval
+            if due <= loop.time():
+                loop.call_soon(self._run)
+            else:
+                loop.call_at(due, self._run)
 
     def _run(self) -> None:
+        self._last = asyncio.get_running_loop().time()
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for sender in dirty:
@@ -106,7 +120,13 @@ class SocketSender:
             if seq <= self.last_seq:
                 return
             self.last_seq = seq
-        self._enqueue(frame, ephemeral=kind is Kind.EPHEMERAL)
+        if len(self.queue) >= self.limit:
+            self._enqueue(frame, ephemeral=kind is Kind.EPHEMERAL)  # the full-queue policy
+            return
+        # The common case, once per socket per message: keep it short.
+        self.queue.append((kind is Kind.EPHEMERAL, frame))
+        if not self._marked:
+            self._kick()
 
     def push(self, payload: bytes, *, ephemeral: bool = False) -> None:
         """Queue a frame for this socket only (acks, errors, the presence list)."""

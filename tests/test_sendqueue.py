@@ -87,17 +87,20 @@ async def _idle() -> None:
 SIZES = (0, 125, 126, 65_535, 65_536, 200_000)  # each header length, at both of its edges
 
 
-def sizes_app(compress: bool, seen: list[SocketSender]) -> web.Application:
-    """A socket that queues one frame of each size in SIZES, all in one event-loop iteration."""
+def sizes_app(compress: bool, seen: list[SocketSender], interval: float = 0.0) -> web.Application:
+    """A socket that queues one frame of each size in SIZES: half, then (after the first flush
+    with a flush interval) the other half."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=compress)
         await ws.prepare(request)
-        sender = SocketSender(ws, 100, close_timeout=1.0, flusher=Flusher())
+        sender = SocketSender(ws, 100, close_timeout=1.0, flusher=Flusher(interval))
         seen.append(sender)
         sender.go_live(0)
         shared = [Outgoing(b'"%s"' % (b"x" * max(0, n - 2))) for n in SIZES]
         for seq, frame in enumerate(shared, start=1):
+            if seq == len(SIZES) // 2 + 1:
+                await asyncio.sleep(0.001)  # the first half is flushed meanwhile
             sender.offer(Kind.MESSAGE, seq, frame)
         async for _ in ws:
             pass
@@ -109,12 +112,13 @@ def sizes_app(compress: bool, seen: list[SocketSender]) -> web.Application:
     return app
 
 
-@pytest.mark.parametrize("compress", [False, True], ids=["raw", "deflate"])
+@pytest.mark.parametrize("compress, interval", [(False, 0.0), (False, 0.05), (True, 0.0)],
+                         ids=["raw", "raw-paced", "deflate"])
 async def test_frames_of_every_size_arrive_whole_and_in_order(
-    aiohttp_client: Any, compress: bool
+    aiohttp_client: Any, compress: bool, interval: float
 ) -> None:
     seen: list[SocketSender] = []
-    client = await aiohttp_client(sizes_app(compress, seen))
+    client = await aiohttp_client(sizes_app(compress, seen, interval))
     ws = await client.ws_connect("/", compress=15 if compress else 0, max_msg_size=0)
     received = []
     for _ in SIZES:
