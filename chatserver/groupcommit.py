@@ -3,8 +3,8 @@
 A post waits in `submit`. When fewer than `in_flight` batches are being committed, a batch starts
 at the next event-loop iteration with every post waiting by then (up to `max_batch`); while batches
 are being committed, new posts gather for the next one. So an idle server commits a lone message
-at once, and a busy one commits many per transaction: per batch, one query for the idempotency
-keys (when any post has one), one statement inserting every message with its seq (any mix of
+at once, and a busy one commits many per transaction: per batch, ONE statement that finds the
+already stored client_ids and inserts every other message with its seq (any mix of
 conversations), one for the webhook outbox rows, and BEGIN/COMMIT.
 
 A batch that fails (e.g. a client_id committed meanwhile by another batch) is retried one message
@@ -107,16 +107,15 @@ class GroupCommitter:
 
 async def _commit(conn: Any, batch: list[_Post]) -> list[Stored]:
     """One transaction for the whole batch; a result per post, in batch order."""
-    keys = [k for k in (p.key for p in batch) if k is not None]
+    unique = _first_of_each_key(batch)
     async with conn.transaction():
-        found = {(r["conversation_id"], r["client_id"]): r
-                 for r in (await store.get_by_client_ids(conn, keys) if keys else [])}
-        fresh = _first_of_each_key(batch, found)
-        rows = await store.insert_messages(conn, [p.new for p in fresh]) if fresh else []
-        rows = sorted(rows, key=lambda r: r["seq"])  # the outbox keeps each conversation's order
+        returned = await store.insert_messages(conn, [p.new for p in unique])
+        # Sorted by seq: the outbox keeps each conversation's order.
+        rows = sorted((r for r in returned if r["created"]), key=lambda r: r["seq"])
         await outbox.enqueue_message_events(conn, MESSAGE_CREATED, rows)
+    found = {(r["conversation_id"], r["client_id"]): r for r in returned if not r["created"]}
     inserted = {(r["conversation_id"], r["client_id"]): r for r in rows if r["client_id"]}
-    by_post = _match_rows(fresh, rows)
+    by_post = _match_rows([p for p in unique if p.key not in found], rows)
     results = []
     for post in batch:
         row = by_post.get(post)
@@ -129,18 +128,18 @@ async def _commit(conn: Any, batch: list[_Post]) -> list[Stored]:
     return results
 
 
-def _first_of_each_key(batch: list[_Post], found: dict[Any, Any]) -> list[_Post]:
-    """Posts to insert: not already stored, and only the first of the batch per client_id."""
+def _first_of_each_key(batch: list[_Post]) -> list[_Post]:
+    """Posts to store: only the first of the batch per client_id (the others are its replays)."""
     seen: set[tuple[uuid.UUID, str]] = set()
-    fresh = []
+    unique = []
     for post in batch:
         key = post.key
         if key is not None:
-            if key in found or key in seen:
+            if key in seen:
                 continue
             seen.add(key)
-        fresh.append(post)
-    return fresh
+        unique.append(post)
+    return unique
 
 
 def _match_rows(fresh: list[_Post], rows: list[asyncpg.Record]) -> dict[_Post, Any]:

@@ -27,9 +27,11 @@ INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type
 SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10 FROM next
 RETURNING {COLUMNS}
 """
-# A batch in one statement, for any mix of conversations: lock the conversations in id order (so
-# two batches never deadlock), add each one's count to its last_seq, and number its messages in
-# input order above the old last_seq. A message whose conversation is gone gets no row.
+# A batch in one statement, for any mix of conversations. A message whose (conversation, client_id)
+# is already stored is not inserted: the stored row comes back with created = false. The others:
+# lock their conversations in id order (so two batches never deadlock), add each one's count to
+# its last_seq, number its messages in input order above the old last_seq, insert, and come back
+# with created = true. A message whose conversation is gone gets no row at all.
 INSERT_MESSAGES = f"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -37,31 +39,42 @@ WITH input AS (
         WITH ORDINALITY AS i(id, conversation_id, client_id, content, content_type, filename,
                              type, status, metadata, created_by, n)
 ),
+stored AS (
+    SELECT {COLUMNS} FROM messages
+    WHERE (conversation_id, client_id) IN (
+        SELECT conversation_id, client_id FROM input WHERE client_id IS NOT NULL)
+),
+fresh AS (
+    SELECT * FROM input i WHERE NOT EXISTS (
+        SELECT 1 FROM stored s
+        WHERE s.conversation_id = i.conversation_id AND s.client_id = i.client_id)
+),
 locked AS (
-    SELECT id FROM conversations WHERE id IN (SELECT conversation_id FROM input)
+    SELECT id FROM conversations WHERE id IN (SELECT conversation_id FROM fresh)
     ORDER BY id FOR NO KEY UPDATE
 ),
 counts AS (
-    SELECT conversation_id, count(*) AS n FROM input GROUP BY conversation_id
+    SELECT conversation_id, count(*) AS n FROM fresh GROUP BY conversation_id
 ),
 bumped AS (
     UPDATE conversations c SET last_seq = c.last_seq + counts.n
     FROM counts JOIN locked ON locked.id = counts.conversation_id
     WHERE c.id = counts.conversation_id
     RETURNING c.id, c.last_seq - counts.n AS base, c.channel
+),
+inserted AS (
+    INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename,
+                          type, channel, status, metadata, created_by)
+    SELECT f.id, f.conversation_id,
+           b.base + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.n),
+           f.client_id, f.content, f.content_type, f.filename, f.type, b.channel, f.status,
+           f.metadata, f.created_by
+    FROM fresh f JOIN bumped b ON b.id = f.conversation_id
+    RETURNING {COLUMNS}
 )
-INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
-                      channel, status, metadata, created_by)
-SELECT i.id, i.conversation_id,
-       b.base + row_number() OVER (PARTITION BY i.conversation_id ORDER BY i.n),
-       i.client_id, i.content, i.content_type, i.filename, i.type, b.channel, i.status,
-       i.metadata, i.created_by
-FROM input i JOIN bumped b ON b.id = i.conversation_id
-RETURNING {COLUMNS}
-"""
-SELECT_BY_CLIENT_IDS = f"""
-SELECT {COLUMNS} FROM messages
-WHERE (conversation_id, client_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
+SELECT true AS created, * FROM inserted
+UNION ALL
+SELECT false AS created, * FROM stored
 """
 SELECT_BY_CLIENT_ID = f"""
 SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 AND client_id = $2
@@ -114,7 +127,10 @@ async def insert_message(conn: Any, new: NewMessage) -> asyncpg.Record | None:
 
 
 async def insert_messages(conn: Any, batch: list[NewMessage]) -> list[asyncpg.Record]:
-    """Insert a batch with one statement (rows in no particular order; see INSERT_MESSAGES)."""
+    """Insert a batch with one statement: rows in no particular order, each with `created`
+    (False: a message already stored under that client_id; see INSERT_MESSAGES).
+
+    At most one message per (conversation, client_id) in a batch."""
     return await conn.fetch(
         INSERT_MESSAGES, [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
         [m.client_id for m in batch], [m.content for m in batch],
@@ -122,13 +138,6 @@ async def insert_messages(conn: Any, batch: list[NewMessage]) -> list[asyncpg.Re
         [m.status for m in batch], [m.metadata or {} for m in batch],
         [m.created_by for m in batch],
     )
-
-
-async def get_by_client_ids(
-    conn: Any, keys: list[tuple[uuid.UUID, str]]
-) -> list[asyncpg.Record]:
-    """Stored messages for (conversation_id, client_id) pairs, one query for all of them."""
-    return await conn.fetch(SELECT_BY_CLIENT_IDS, [k[0] for k in keys], [k[1] for k in keys])
 
 
 async def get_by_client_id(
