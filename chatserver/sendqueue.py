@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -85,6 +84,11 @@ def raw_path(ws: web.WebSocketResponse) -> tuple[asyncio.Transport, Callable[[],
 
 
 class SocketSender:
+    # Slots: one of these per open socket (see the idle-socket memory figures in BENCHMARKS.md).
+    __slots__ = ("_closer", "_drain", "_high_water", "_marked", "_raw", "_wakeup", "_writer",
+                 "close_timeout", "closing", "dropped", "flusher", "last_seq", "limit", "pending",
+                 "queue", "syncing", "transport", "ws")
+
     def __init__(
         self, ws: web.WebSocketResponse, limit: int, *, close_timeout: float,
         transport: asyncio.Transport | None = None, flusher: Flusher | None = None,
@@ -94,7 +98,8 @@ class SocketSender:
         self.close_timeout = close_timeout
         self.transport = transport  # to abort a connection that ignores our close frame
         self.flusher = flusher  # None: frames always go through ws.send_frame
-        self.queue: deque[tuple[bool, Outgoing]] = deque()
+        # A list, not a deque: it is empty nearly always, and an empty deque costs ~600 bytes.
+        self.queue: list[tuple[bool, Outgoing]] = []
         self.pending: list[tuple[Kind, int, Outgoing]] = []
         self.syncing = True
         self.last_seq = 0
@@ -229,7 +234,7 @@ class SocketSender:
                 while not self.queue:
                     self._wakeup.clear()
                     await self._wakeup.wait()
-                _, frame = self.queue.popleft()
+                _, frame = self.queue.pop(0)
                 await self.ws.send_frame(frame.payload, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError) as exc:
             log.debug("socket writer stopped: %r", exc)

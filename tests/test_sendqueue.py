@@ -72,13 +72,13 @@ async def test_live_frames_wait_during_replay(monkeypatch: Any) -> None:
     for seq in (3, 4, 5):
         sender.offer(Kind.MESSAGE, seq, out(b"%d" % seq))
     assert not sender.queue and len(sender.pending) == 3
-    monkeypatch.setattr(sender, "_write", _idle)
+    monkeypatch.setattr(SocketSender, "_write", _idle)
     sender.go_live(4)  # the replay sent up to 4
     assert queued(sender) == [b"5"]
     await sender.stop()
 
 
-async def _idle() -> None:
+async def _idle(_sender: SocketSender) -> None:
     await asyncio.Event().wait()
 
 
