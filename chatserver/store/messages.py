@@ -39,10 +39,11 @@ WITH input AS (
         WITH ORDINALITY AS i(id, conversation_id, client_id, content, content_type, filename,
                              type, status, metadata, created_by, n)
 ),
-stored AS (
-    SELECT {COLUMNS} FROM messages
-    WHERE (conversation_id, client_id) IN (
-        SELECT conversation_id, client_id FROM input WHERE client_id IS NOT NULL)
+stored AS (  -- one probe of messages_client_id_unique per key (never a scan of messages)
+    SELECT m.* FROM input i CROSS JOIN LATERAL (
+        SELECT {COLUMNS} FROM messages
+        WHERE conversation_id = i.conversation_id AND client_id = i.client_id) m
+    WHERE i.client_id IS NOT NULL
 ),
 fresh AS (
     SELECT * FROM input i WHERE NOT EXISTS (

@@ -102,6 +102,13 @@ WHERE e.url IS NOT NULL
 ORDER BY d.n
 """
 
+# Which of these conversations have a callback_url. Read after the batch insert locked them, in a
+# statement of its own, so a PATCH committed before the lock was granted is seen.
+SELECT_HOOKED = """
+SELECT conversation_id FROM webhook_endpoints
+WHERE conversation_id = ANY($1::uuid[]) AND url IS NOT NULL
+"""
+
 # --- claims ----------------------------------------------------------------------------------
 
 # Strict order, step 1: lock endpoints whose queue head is due and not in flight (in strict order
@@ -275,6 +282,11 @@ async def enqueue_many(
     """ENQUEUE for a batch, in list order, inside a transaction that locked the conversations."""
     await conn.execute(ENQUEUE_MANY, [uuid.uuid4() for _ in payloads], conversation_ids,
                        event_type, payloads)
+
+
+async def hooked_conversations(conn: Any, conversation_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    rows = await conn.fetch(SELECT_HOOKED, conversation_ids)
+    return {r["conversation_id"] for r in rows}
 
 
 async def claim_heads(
