@@ -7,13 +7,13 @@ socket is replaying history (`syncing`), live frames wait in `pending` and are s
 without repeating a seq.
 
 Without per-message compression (the default) frames skip aiohttp's writer: a room builds each
-frame's bytes once (`chatserver.wire`), every socket queues that same object, and at the end of
-the event-loop iteration the `Flusher` writes each socket's queued frames with ONE
-`transport.write` of their joined bytes. The queue is only used while the transport's buffer is
-above its high-water mark (the peer reads slower than we write): then one task per such socket
-waits for the transport to drain, and the limit above applies to the frames held meanwhile. With
-compression negotiated, frames go one by one through `WebSocketResponse.send_frame` from a writer
-task, since each socket's deflate stream makes its bytes its own.
+frame's bytes once (`chatserver.wire`), every socket queues that same object, and the `Flusher`
+writes each socket's queued frames with ONE `transport.write` of their joined bytes, at the next
+loop iteration but at most once per `fanout_flush_interval`. While the transport's buffer is above
+its high-water mark (the peer reads slower than we write), frames stay queued, one task per such
+socket waits for the transport to drain, and the limit above applies to them. With compression
+negotiated, frames go one by one through `WebSocketResponse.send_frame` from a writer task,
+since each socket's deflate stream makes its bytes its own.
 """
 
 from __future__ import annotations
