@@ -16,7 +16,6 @@ import asyncpg
 import jwt
 
 from chatserver.auth import KEY_SCHEME, Principal, principal_for_key
-from chatserver.keycache import KeyCache
 from chatserver.store import secrets as secret_store
 
 ALGORITHM = "HS256"
@@ -64,12 +63,10 @@ class TokenSigner:
 
 
 async def authenticate(
-    pool: asyncpg.Pool, signer: TokenSigner, credential: str, keys: KeyCache | None = None,
+    pool: asyncpg.Pool, signer: TokenSigner, credential: str
 ) -> Principal | None:
     """An API key's or a browser token's principal; None when neither checks out."""
     if credential.startswith(KEY_SCHEME):
-        if keys is not None:
-            return await keys.principal(pool, credential)
         async with pool.acquire() as conn:
             return await principal_for_key(conn, credential)
     return signer.verify(credential)
