@@ -48,21 +48,14 @@ class DispatcherRunner:
     def __init__(self, make: Callable[[], Dispatcher]) -> None:
         self.make = make
         self.current: Dispatcher | None = None
-        self.stopping = False
 
     async def run_once(self) -> None:
-        if not self.stopping:
-            await self.close()  # a crashed predecessor releases its claims first
-            self.current = self.make()
-            await self.current.main()
-        # Shutting down: a dispatcher that stopped claiming returns; idle until cancelled rather
-        # than let the supervisor start a fresh one that would claim again.
-        if self.stopping:
-            await asyncio.Event().wait()
+        await self.close()  # a crashed predecessor releases its claims first
+        self.current = self.make()
+        await self.current.main()
 
     def stop_claiming(self) -> None:
         """On SIGTERM, before anything else: claim nothing more (sends in flight go on)."""
-        self.stopping = True
         if self.current is not None:
             self.current.stop_claiming()
 
