@@ -82,13 +82,6 @@ class Supervisor:
     def report(self) -> dict[str, dict[str, object]]:
         return {name: h.as_json() for name, h in self.health.items()}
 
-    async def stop(self, name: str) -> None:
-        """Stop one task (its health stays on record as stopped)."""
-        task = self._tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         for task in tasks:

@@ -22,55 +22,77 @@ from chatserver.appkeys import (
     METRICS,
     SETTINGS,
     SHUTDOWN,
-    SUPERVISOR,
     WEBHOOK_RESOLVER,
     WEBHOOKS,
 )
 from chatserver.config import Settings
 from chatserver.metrics import Metrics
-from chatserver.supervisor import Supervisor
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from chatserver.webhooks.service import WebhookService
 
 log = logging.getLogger("chatserver.webhooks")
 
-DISPATCHER_TASK = "webhook-dispatcher"
+RESTART_BACKOFF_MAX = 60.0
 
 
-class DispatcherRunner:
-    """One supervised task's dispatcher: a fresh one per (re)start, reachable for shutdown.
-
-    The app's Supervisor runs `run_once` and restarts it with capped backoff when it crashes, so
-    the dispatcher's health shows in /readyz and the `chatserver_task_up` metric like every task.
-    """
+class Supervisor:
+    """Runs a dispatcher and starts a fresh one, with capped backoff, whenever it crashes."""
 
     def __init__(self, make: Callable[[], Dispatcher]) -> None:
         self.make = make
         self.current: Dispatcher | None = None
+        self.restarts = 0
+        self._task: asyncio.Task[None] | None = None
 
-    async def run_once(self) -> None:
-        await self.close()  # a crashed predecessor releases its claims first
-        self.current = self.make()
-        await self.current.main()
+    def start(self) -> Supervisor:
+        self._task = asyncio.create_task(self.run(), name="webhook-dispatcher")
+        return self
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 1.0
+        while True:
+            self.current = self.make()
+            started = loop.time()
+            try:
+                await self.current.main()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if loop.time() - started > RESTART_BACKOFF_MAX:
+                    backoff = 1.0  # it ran well for a while: an old crash loop says nothing now
+                log.exception("webhook dispatcher crashed; restarting in %.0f s", backoff)
+            await self._close_current()
+            self.restarts += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
 
     def stop_claiming(self) -> None:
         """On SIGTERM, before anything else: claim nothing more (sends in flight go on)."""
         if self.current is not None:
             self.current.stop_claiming()
 
-    async def close(self, grace: float | None = None) -> None:
-        """Give in-flight sends up to `grace` seconds, then release every claim left."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming first, then give in-flight sends up to `grace` seconds and release
+        every claim left."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_current(grace)
+
+    async def _close_current(self, grace: float | None = None) -> None:
         if self.current is not None:
             with contextlib.suppress(Exception):
                 await self.current.close(grace)
-            self.current = None
 
 
-def dispatcher_runner(
+def supervised(
     pool: asyncpg.Pool, settings: Settings, sender: WebhookSender, metrics: Metrics | None = None
-) -> DispatcherRunner:
-    return DispatcherRunner(lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics))
+) -> Supervisor:
+    return Supervisor(lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics)).start()
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,18 +102,16 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await sender.start()
     pool = app[DB_POOL]
     app[WEBHOOKS] = WebhookService(pool, app[CONVERSATIONS], settings.webhooks, sender)
-    runner = None
+    supervisor = (supervised(pool, settings, sender, app[METRICS])
+                  if settings.webhooks.run_in_server else None)
     shutdown = app[SHUTDOWN]
-    if settings.webhooks.run_in_server:
-        runner = dispatcher_runner(pool, settings, sender, app[METRICS])
-        app[SUPERVISOR].start(DISPATCHER_TASK, runner.run_once)
-        shutdown.subscribe(runner.stop_claiming)
+    if supervisor is not None:
+        shutdown.subscribe(supervisor.stop_claiming)
     try:
         yield
     finally:
-        if runner is not None:
-            await app[SUPERVISOR].stop(DISPATCHER_TASK)
-            await runner.close(grace=shutdown.work_left())
+        if supervisor is not None:
+            await supervisor.stop(grace=shutdown.work_left())
         await sender.close()
 
 
@@ -110,9 +130,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         if burst:
             await Dispatcher(pool, settings.webhooks, sender, burst=True).main()
             return
-        runner = dispatcher_runner(pool, settings, sender)
-        supervisor = Supervisor()
-        supervisor.start(DISPATCHER_TASK, runner.run_once)
+        supervisor = supervised(pool, settings, sender)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,8 +138,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         log.info("webhook worker running")
         await stop.wait()
         log.info("webhook worker stopping")
-        await supervisor.close()
-        await runner.close(grace=settings.server.shutdown_timeout)
+        await supervisor.stop(grace=settings.server.shutdown_timeout)
     finally:
         await sender.close()
         await pool.close()
