@@ -21,6 +21,7 @@ from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
     CONVERSATIONS,
     DB_POOL,
+    KEY_CACHE,
     MESSAGES,
     METRICS,
     RATE_LIMITER,
@@ -33,6 +34,7 @@ from chatserver.conversations import ConversationService
 from chatserver.db.embedded import start_embedded
 from chatserver.db.migrate import migrate
 from chatserver.db.pool import create_pool
+from chatserver.keycache import KeyCache
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.operations import operations_ctx
@@ -73,7 +75,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     watch_pool(app[METRICS], pool)
     conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks))
     app[CONVERSATIONS] = conversations
-    app[MESSAGES] = MessageService(pool, conversations, settings.messages)
+    app[MESSAGES] = MessageService(pool, conversations, settings.messages, settings.performance)
     yield
     await pool.close()
 
@@ -108,6 +110,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[SHUTDOWN] = Shutdown(settings.server.shutdown_timeout)
+    app[KEY_CACHE] = KeyCache(settings.performance.api_key_cache_ttl)
     app[RATE_LIMITER] = KeyedLimiter(
         settings.limits.requests_per_second_per_key, settings.limits.request_burst_per_key
     )

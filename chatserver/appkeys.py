@@ -10,6 +10,7 @@ from chatserver.auth import Principal
 from chatserver.config import Settings
 from chatserver.conversations import ConversationService
 from chatserver.hub import Hub
+from chatserver.keycache import KeyCache
 from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
 from chatserver.presence import Presence
@@ -37,6 +38,7 @@ PRESENCE = web.AppKey("presence", Presence)
 TOKENS = web.AppKey("tokens", TokenSigner)
 SOCKETS = web.AppKey("sockets", SocketRegistry)
 SHUTDOWN = web.AppKey("shutdown", Shutdown)
+KEY_CACHE = web.AppKey("key_cache", KeyCache)
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -18,6 +18,7 @@ from chatserver.appkeys import DB_POOL, SETTINGS, SHUTDOWN
 from chatserver.auth import create_api_key
 from chatserver.config import ConfigError, Settings
 from chatserver.demo import create_demo
+from chatserver.eventloop import new_event_loop
 from chatserver.logs import AccessLogger, setup_logging
 from chatserver.shutdown import handler_timeout
 from chatserver.store import api_keys
@@ -72,6 +73,7 @@ def run_serve(settings: Settings, *, reuse_port: bool = False, bootstrap: bool =
         access_log_class=AccessLogger,
         reuse_port=reuse_port,
         print=lambda text: print(text, flush=True),
+        loop=new_event_loop(settings.performance.uvloop),
     )
 
 

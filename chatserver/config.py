@@ -118,6 +118,15 @@ class OutageSettings:
 
 
 @dataclass(frozen=True)
+class PerformanceSettings:
+    group_commit_max_batch: int = 256
+    group_commit_in_flight: int = 2
+    api_key_cache_ttl: float = 5.0
+    fanout_flush_interval: float = 0.002
+    uvloop: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -127,6 +136,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     outages: OutageSettings = field(default_factory=OutageSettings)
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
 
     @classmethod
     def load(

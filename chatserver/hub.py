@@ -23,8 +23,10 @@ from chatserver.bus import Bus
 from chatserver.config import RealtimeSettings
 from chatserver.frames import Envelope, Kind, message_frame, updated_frame
 from chatserver.models import message_json
+from chatserver.sendqueue import Flusher
 from chatserver.store import conversations as conversation_store
 from chatserver.store import messages as message_store
+from chatserver.wire import Outgoing
 
 log = logging.getLogger("chatserver.hub")
 
@@ -42,7 +44,7 @@ class MessageEvents(Protocol):
 class Member(Protocol):
     """A local socket as the hub sees it."""
 
-    def offer(self, kind: Kind, seq: int, frame: bytes) -> None: ...
+    def offer(self, kind: Kind, seq: int, frame: Outgoing) -> None: ...
 
     async def shut(self, code: int, reason: str) -> None: ...
 
@@ -63,8 +65,10 @@ class Room:
         self.gap_timer: asyncio.TimerHandle | None = None
 
     def broadcast(self, kind: Kind, seq: int, frame: bytes) -> None:
+        # One Outgoing per frame: its wire bytes are built once and shared by every socket.
+        outgoing = Outgoing(frame)
         for member in self.members:
-            member.offer(kind, seq, frame)
+            member.offer(kind, seq, outgoing)
         if kind is Kind.MESSAGE and self.on_message is not None:
             self.on_message(frame, len(self.members))
 
@@ -117,6 +121,7 @@ class Hub:
         self.bus = bus
         self.settings = settings
         self.node = uuid.uuid4().hex
+        self.flusher = Flusher()  # writes each local socket's queued frames with one write
         self.rooms: dict[uuid.UUID, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_now = asyncio.Event()

@@ -1,7 +1,8 @@
 """Message rules: validation, idempotent posting with ack-after-commit, history pages, updates.
 
-The write path is one transaction per message (seq + row; later issues add the outbox row in the
-same transaction). Whatever is published about a message happens after its commit.
+New messages are written by group commit (`chatserver.groupcommit`): concurrent posts share one
+transaction (seq + row + outbox row for each), and each caller is answered after that commit.
+Whatever is published about a message happens after its commit.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import asyncpg
 
 from chatserver.auth import Principal
-from chatserver.config import MessageSettings
+from chatserver.config import MessageSettings, PerformanceSettings
 from chatserver.conversations import ConversationService
+from chatserver.groupcommit import GroupCommitter
 from chatserver.hub import MessageEvents
 from chatserver.models import (
     MEDIA_CONTENT_TYPES,
@@ -28,11 +30,12 @@ from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_CREATED, MESSAGE_UPDATED
+from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
 POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id")
 PATCH_FIELDS = ("status", "metadata")
 CLIENT_ID_MAX = 200
+TEAMS_CACHED = 100_000
 
 
 @dataclass(frozen=True)
@@ -60,13 +63,39 @@ def _client_id(fields: Fields, header_key: str | None) -> str | None:
     return client_id
 
 
+class ConversationTeams:
+    """Which team owns a conversation, remembered: a conversation never changes team and is never
+    deleted, so a post skips the lookup after the first (the insert itself finds the row)."""
+
+    def __init__(self, conversations: ConversationService, size: int = TEAMS_CACHED) -> None:
+        self.conversations = conversations
+        self.size = size
+        self.teams: dict[uuid.UUID, int | None] = {}
+
+    async def check(self, principal: Principal, conversation_id: uuid.UUID) -> None:
+        """404 unless `principal` may post to the conversation (as ConversationService.get_row)."""
+        principal.check_conversation(conversation_id)
+        if conversation_id not in self.teams:
+            row = await self.conversations.get_row(principal, conversation_id)
+            if len(self.teams) >= self.size:
+                del self.teams[next(iter(self.teams))]
+            self.teams[conversation_id] = row["team_id"]
+        elif principal.team_id is not None and self.teams[conversation_id] != principal.team_id:
+            raise not_found()
+
+
 class MessageService:
     def __init__(
-        self, pool: asyncpg.Pool, conversations: ConversationService, settings: MessageSettings
+        self, pool: asyncpg.Pool, conversations: ConversationService, settings: MessageSettings,
+        performance: PerformanceSettings | None = None,
     ) -> None:
+        performance = performance or PerformanceSettings()
         self.pool = pool
         self.conversations = conversations
         self.settings = settings
+        self.teams = ConversationTeams(conversations)
+        self.committer = GroupCommitter(pool, max_batch=performance.group_commit_max_batch,
+                                        in_flight=performance.group_commit_in_flight)
         self.events: MessageEvents | None = None  # told after each commit (the real-time hub)
 
     def validate_new(
@@ -94,24 +123,13 @@ class MessageService:
         )
 
     async def post(self, principal: Principal, new: NewMessage) -> Posted:
-        await self.conversations.get_row(principal, new.conversation_id)
-        async with self.pool.acquire() as conn:
-            if new.client_id is not None:
-                existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
-                if existing is not None:
-                    return self._replay(new, existing)
-            try:
-                async with conn.transaction():
-                    row = await store.insert_message(conn, new)
-                    if row is not None:
-                        await outbox.enqueue_message_event(conn, MESSAGE_CREATED, row)
-            except asyncpg.UniqueViolationError:
-                # A concurrent request with the same client_id committed first.
-                existing = await store.get_by_client_id(conn, new.conversation_id, new.client_id)
-                return self._replay(new, existing)
-        if row is None:
+        await self.teams.check(principal, new.conversation_id)
+        stored = await self.committer.submit(new)
+        if stored.row is None:
             raise not_found()
-        message = message_json(row)
+        if not stored.created:
+            return self._replay(new, stored.row)
+        message = message_json(stored.row)
         if self.events is not None:
             await self.events.message_created(message)
         return Posted(message, created=True)

@@ -26,6 +26,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret))
     hub = Hub(pool, bus, options)
+    hub.flusher.interval = settings.performance.fanout_flush_interval
     app[HUB] = hub
     app[PRESENCE] = presence
     await hub.start()

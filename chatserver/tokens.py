@@ -16,6 +16,7 @@ import asyncpg
 import jwt
 
 from chatserver.auth import KEY_SCHEME, Principal, principal_for_key
+from chatserver.keycache import KeyCache
 from chatserver.store import secrets as secret_store
 
 ALGORITHM = "HS256"
@@ -63,10 +64,12 @@ class TokenSigner:
 
 
 async def authenticate(
-    pool: asyncpg.Pool, signer: TokenSigner, credential: str
+    pool: asyncpg.Pool, signer: TokenSigner, credential: str, keys: KeyCache | None = None,
 ) -> Principal | None:
     """An API key's or a browser token's principal; None when neither checks out."""
     if credential.startswith(KEY_SCHEME):
+        if keys is not None:
+            return await keys.principal(pool, credential)
         async with pool.acquire() as conn:
             return await principal_for_key(conn, credential)
     return signer.verify(credential)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -23,7 +24,16 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-async def test_keys_create_list_revoke(database_url: str, client) -> None:
+@pytest.fixture
+async def uncached_client(settings: Any, aiohttp_client: Any) -> Any:
+    """A server that looks every API key up (by default it remembers one for a few seconds)."""
+    from chatserver.app import create_app
+
+    return await aiohttp_client(create_app(settings.replace(performance={"api_key_cache_ttl": 0})))
+
+
+async def test_keys_create_list_revoke(database_url: str, uncached_client: Any) -> None:
+    client = uncached_client
     env = {"CHATSERVER_DATABASE_URL": database_url}
     created = run_cli("keys", "create", "--name", "backend", "--team", "9", env=env)
     assert created.returncode == 0, created.stderr

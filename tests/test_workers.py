@@ -61,8 +61,14 @@ async def workers(database_url: str, redis_server: RedisServer,
 
 
 async def both_ready(base: str, parent: psutil.Process) -> bool:
-    """Both children run and the port answers."""
-    if len(parent.children()) < 2:
+    """Two worker processes listen on the port, and it answers."""
+    port = int(base.rsplit(":", 1)[1])
+    listening = [
+        child for child in parent.children()
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in child.net_connections(kind="tcp"))
+    ]
+    if len(listening) < 2:
         return False
     try:
         async with aiohttp.ClientSession() as session, session.get(base + "/healthz") as resp:

@@ -6,7 +6,7 @@ import math
 
 from aiohttp import web
 
-from chatserver.appkeys import DB_POOL, METRICS, PRINCIPAL, RATE_LIMITER, TOKENS
+from chatserver.appkeys import DB_POOL, KEY_CACHE, METRICS, PRINCIPAL, RATE_LIMITER, TOKENS
 from chatserver.auth import bearer_token
 from chatserver.problems import Handler, Problem, unauthorized
 from chatserver.tokens import authenticate
@@ -30,7 +30,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.match_info.http_exception is not None or route_name(request) in PUBLIC_ROUTES:
         return await handler(request)
     token = bearer_token(request)
-    who = await authenticate(request.app[DB_POOL], request.app[TOKENS], token)
+    who = await authenticate(request.app[DB_POOL], request.app[TOKENS], token,
+                             request.app[KEY_CACHE])
     if who is None:
         raise unauthorized("unknown or revoked API key, or a bad or expired token")
     if who.conversation_id is not None and route_name(request) not in TOKEN_ROUTES:

@@ -6,6 +6,9 @@ that restarts it with capped exponential backoff when it dies, and also when it 
 through the pub/sub connection and expects to hear something back within `stall_timeout`). After
 each reconnect the handler's `on_reconnect` runs, so the hub can fill from Postgres whatever was
 published while we were away.
+
+Publishes made in one event-loop iteration (e.g. the messages of one group commit) go to Redis as
+one pipeline: one round trip for all of them, in the order they were made.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class RedisBus:
         self._connected_at: float | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
+        self._outgoing: list[tuple[str, bytes]] | None = None
+        self._sent: asyncio.Future[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
         self.restarts = 0
 
     @property
@@ -90,11 +96,27 @@ class RedisBus:
             await self.client.aclose()
 
     async def publish(self, topic: str, payload: bytes) -> None:
+        if self._outgoing is None or self._sent is None:
+            self._outgoing, self._sent = [], asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._send(self._outgoing, self._sent))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        self._outgoing.append((PREFIX + topic, payload))
+        await asyncio.shield(self._sent)
+
+    async def _send(self, outgoing: list[tuple[str, bytes]], sent: asyncio.Future[None]) -> None:
+        # Runs one iteration after the first publish: everything published meanwhile goes along.
+        self._outgoing = self._sent = None
         try:
-            await self.client.publish(PREFIX + topic, payload)
+            pipe = self.client.pipeline(transaction=False)
+            for channel, payload in outgoing:
+                pipe.publish(channel, payload)
+            await pipe.execute()
         except (RedisError, OSError) as exc:
             # Other instances fill the gap from Postgres (on the next message or reconciliation).
-            log.debug("publish to %s failed: %r", topic, exc)
+            log.debug("publishing %d payloads failed: %r", len(outgoing), exc)
+        finally:
+            sent.set_result(None)
 
     async def subscribe(self, topic: str) -> None:
         self._topics.add(topic)

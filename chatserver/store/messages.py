@@ -1,4 +1,5 @@
-"""SQL for messages: the seq-assigning insert, keyset pages, idempotency lookups, updates."""
+"""SQL for messages: the seq-assigning inserts (one or a batch), keyset pages, idempotency lookups,
+updates."""
 
 from __future__ import annotations
 
@@ -25,6 +26,56 @@ INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type
                       channel, status, metadata, created_by)
 SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10 FROM next
 RETURNING {COLUMNS}
+"""
+# A batch in one statement, for any mix of conversations. A message whose (conversation, client_id)
+# is already stored is not inserted: the stored row comes back with created = false. The others:
+# lock their conversations in id order (so two batches never deadlock), add each one's count to
+# its last_seq, number its messages in input order above the old last_seq, insert, and come back
+# with created = true. A message whose conversation is gone gets no row at all.
+INSERT_MESSAGES = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::jsonb[], $10::text[])
+        WITH ORDINALITY AS i(id, conversation_id, client_id, content, content_type, filename,
+                             type, status, metadata, created_by, n)
+),
+stored AS (  -- one probe of messages_client_id_unique per key (never a scan of messages)
+    SELECT m.* FROM input i CROSS JOIN LATERAL (
+        SELECT {COLUMNS} FROM messages
+        WHERE conversation_id = i.conversation_id AND client_id = i.client_id) m
+    WHERE i.client_id IS NOT NULL
+),
+fresh AS (
+    SELECT * FROM input i WHERE NOT EXISTS (
+        SELECT 1 FROM stored s
+        WHERE s.conversation_id = i.conversation_id AND s.client_id = i.client_id)
+),
+locked AS (
+    SELECT id FROM conversations WHERE id IN (SELECT conversation_id FROM fresh)
+    ORDER BY id FOR NO KEY UPDATE
+),
+counts AS (
+    SELECT conversation_id, count(*) AS n FROM fresh GROUP BY conversation_id
+),
+bumped AS (
+    UPDATE conversations c SET last_seq = c.last_seq + counts.n
+    FROM counts JOIN locked ON locked.id = counts.conversation_id
+    WHERE c.id = counts.conversation_id
+    RETURNING c.id, c.last_seq - counts.n AS base, c.channel
+),
+inserted AS (
+    INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename,
+                          type, channel, status, metadata, created_by)
+    SELECT f.id, f.conversation_id,
+           b.base + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.n),
+           f.client_id, f.content, f.content_type, f.filename, f.type, b.channel, f.status,
+           f.metadata, f.created_by
+    FROM fresh f JOIN bumped b ON b.id = f.conversation_id
+    RETURNING {COLUMNS}
+)
+SELECT true AS created, * FROM inserted
+UNION ALL
+SELECT false AS created, * FROM stored
 """
 SELECT_BY_CLIENT_ID = f"""
 SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 AND client_id = $2
@@ -73,6 +124,20 @@ async def insert_message(conn: Any, new: NewMessage) -> asyncpg.Record | None:
     return await conn.fetchrow(
         INSERT_MESSAGE, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
         new.content_type, new.filename, new.type, new.status, new.metadata or {}, new.created_by,
+    )
+
+
+async def insert_messages(conn: Any, batch: list[NewMessage]) -> list[asyncpg.Record]:
+    """Insert a batch with one statement: rows in no particular order, each with `created`
+    (False: a message already stored under that client_id; see INSERT_MESSAGES).
+
+    At most one message per (conversation, client_id) in a batch."""
+    return await conn.fetch(
+        INSERT_MESSAGES, [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
+        [m.client_id for m in batch], [m.content for m in batch],
+        [m.content_type for m in batch], [m.filename for m in batch], [m.type for m in batch],
+        [m.status for m in batch], [m.metadata or {} for m in batch],
+        [m.created_by for m in batch],
     )
 
 

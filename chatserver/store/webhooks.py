@@ -90,6 +90,24 @@ SELECT $1, e.conversation_id, $3, $4
 FROM webhook_endpoints e JOIN ordered ON ordered.id = e.conversation_id
 WHERE e.url IS NOT NULL
 """
+# A batch of the message transaction's events at once. The conversations are already locked by the
+# batch insert of the same transaction (INSERT_MESSAGES), which is what ENQUEUE's CTE is for.
+ENQUEUE_MANY = """
+INSERT INTO webhook_deliveries (id, conversation_id, event_type, payload)
+SELECT d.id, e.conversation_id, $3, d.payload
+FROM unnest($1::uuid[], $2::uuid[], $4::jsonb[]) WITH ORDINALITY AS d(id, conversation_id,
+                                                                        payload, n)
+JOIN webhook_endpoints e ON e.conversation_id = d.conversation_id
+WHERE e.url IS NOT NULL
+ORDER BY d.n
+"""
+
+# Which of these conversations have a callback_url. Read after the batch insert locked them, in a
+# statement of its own, so a PATCH committed before the lock was granted is seen.
+SELECT_HOOKED = """
+SELECT conversation_id FROM webhook_endpoints
+WHERE conversation_id = ANY($1::uuid[]) AND url IS NOT NULL
+"""
 
 # --- claims ----------------------------------------------------------------------------------
 
@@ -256,6 +274,20 @@ async def enqueue(
     payload: dict[str, Any],
 ) -> None:
     await conn.execute(ENQUEUE, delivery_id, conversation_id, event_type, payload)
+
+
+async def enqueue_many(
+    conn: Any, conversation_ids: list[uuid.UUID], event_type: str,
+    payloads: list[dict[str, Any]],
+) -> None:
+    """ENQUEUE for a batch, in list order, inside a transaction that locked the conversations."""
+    await conn.execute(ENQUEUE_MANY, [uuid.uuid4() for _ in payloads], conversation_ids,
+                       event_type, payloads)
+
+
+async def hooked_conversations(conn: Any, conversation_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    rows = await conn.fetch(SELECT_HOOKED, conversation_ids)
+    return {r["conversation_id"] for r in rows}
 
 
 async def claim_heads(

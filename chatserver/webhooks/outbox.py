@@ -41,3 +41,21 @@ async def enqueue_message_event(conn: Any, event_type: str, message_row: Any) ->
         conn, uuid.uuid4(), message_row["conversation_id"], event_type,
         message_event(event_type, message_row),
     )
+
+
+async def enqueue_message_events(conn: Any, event_type: str, message_rows: list[Any]) -> None:
+    """`enqueue_message_event` for a batch of messages, in one statement, in list order.
+
+    Only inside the transaction of `store.messages.insert_messages`, which locked the conversations.
+    Payloads are built only for conversations that have a callback_url.
+    """
+    if not message_rows:
+        return
+    hooked = await store.hooked_conversations(
+        conn, list({r["conversation_id"] for r in message_rows}))
+    message_rows = [r for r in message_rows if r["conversation_id"] in hooked]
+    if message_rows:
+        await store.enqueue_many(
+            conn, [r["conversation_id"] for r in message_rows], event_type,
+            [message_event(event_type, r) for r in message_rows],
+        )
