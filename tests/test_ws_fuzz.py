@@ -52,11 +52,13 @@ message_like = st.fixed_dictionaries(
 )
 
 
-def nested(depth: int, opener: str) -> str:
+def nested(depth: int, opener: str) -> Fuzz:
+    """A message whose metadata nests `depth` deep: readable text, or oversized past the limit."""
     closer = "]" if opener == "[" else "}"
     inner = '{"a":' if opener == "{" else "["
-    return ('{"type":"message","content":"deep","metadata":{"x":'
+    text = ('{"type":"message","content":"deep","metadata":{"x":'
             + inner * depth + "1" + closer * depth + "}}")
+    return Fuzz("oversized" if len(text.encode()) > MAX_FRAME else "text", text)
 
 
 def invalid_utf8(parts: tuple[bytes, bytes]) -> bytes:
@@ -67,8 +69,7 @@ frames = st.one_of(
     st.text(max_size=300).map(lambda t: Fuzz("text", t)),
     message_like.map(lambda d: Fuzz("text", orjson.dumps(d).decode())),
     json_values.map(lambda v: Fuzz("text", orjson.dumps(v).decode())),
-    st.tuples(st.integers(1, 4000), st.sampled_from(["[", "{"])).map(
-        lambda p: Fuzz("text", nested(*p))),
+    st.tuples(st.integers(1, 4000), st.sampled_from(["[", "{"])).map(lambda p: nested(*p)),
     st.binary(max_size=200).map(lambda b: Fuzz("binary", b)),
     st.tuples(st.binary(max_size=20), st.binary(max_size=20)).map(
         lambda p: Fuzz("bad_utf8", invalid_utf8(p))),
