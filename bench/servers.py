@@ -207,7 +207,11 @@ def _ours_env(shared: Shared, redis: bool, extra: dict[str, str]) -> dict[str, s
     env = {
         "CHATSERVER_DATABASE_URL": pg.dsn,
         "CHATSERVER_REDIS_URL": shared.need_redis().url if redis else "",
-        "CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "0",  # the generator is one key
+        # The generator is one key, its publisher sockets send as fast as they are acked, and
+        # scenario 1 holds more sockets than the default per-instance cap: limits off.
+        "CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "0",
+        "CHATSERVER_LIMITS_SOCKET_FRAMES_PER_SECOND": "0",
+        "CHATSERVER_LIMITS_MAX_SOCKETS_PER_INSTANCE": "0",
         "CHATSERVER_SERVER_LOG_LEVEL": "WARNING",
     }
     if shared.ours_src:
