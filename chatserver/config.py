@@ -66,6 +66,7 @@ class LimitSettings:
     request_burst_per_key: int = 200
     socket_frames_per_second: float = 20.0
     socket_frame_burst: int = 40
+    socket_frames_in_flight: int = 32
     max_sockets_per_instance: int = 10_000
     max_sockets_per_conversation: int = 1_000
 

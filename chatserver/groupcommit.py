@@ -7,6 +7,11 @@ at once, and a busy one commits many per transaction: per batch, ONE statement t
 already stored client_ids and inserts every other message with its seq (any mix of
 conversations), one for the webhook outbox rows, and BEGIN/COMMIT.
 
+Seqs follow submission order, also across batches: a batch numbers its messages (the insert) only
+after the batch formed before it has, so two posts submitted one after the other into the same
+conversation (e.g. a websocket's pipelined sends) get increasing seqs even when their batches are
+committed concurrently.
+
 A batch that fails (e.g. a client_id committed meanwhile by another batch) is retried one message
 per transaction, so one bad message never fails the others.
 """
@@ -56,6 +61,8 @@ class GroupCommitter:
         self.in_flight = in_flight
         self._waiting: list[_Post] = []
         self._running = 0
+        # Resolved once the latest batch formed has numbered its messages (or given up).
+        self._numbered: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, new: NewMessage) -> Stored:
@@ -76,23 +83,27 @@ class GroupCommitter:
         # Started from submit: this first step runs one iteration later, so posts that arrive
         # in the same iteration (e.g. frames read from one socket buffer) join the batch.
         batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        turn = Turn(self._numbered, asyncio.get_running_loop().create_future())
+        self._numbered = turn.mine
         try:
-            await self._commit_batch(batch)
+            await self._commit_batch(batch, turn)
         finally:
+            turn.done()
             self._running -= 1
             self._maybe_start()
 
-    async def _commit_batch(self, batch: list[_Post]) -> None:
+    async def _commit_batch(self, batch: list[_Post], turn: Turn) -> None:
         if not batch:
             return
         try:
             async with self.pool.acquire() as conn:
                 try:
-                    results = await _commit(conn, batch)
+                    results = await _commit(conn, batch, turn)
                 except asyncpg.PostgresError as exc:
                     if len(batch) > 1:
                         log.info("batch of %d failed (%r); one transaction per message",
                                  len(batch), exc)
+                    await turn.wait()
                     await _commit_each(conn, batch)
                     return
         except BaseException as exc:
@@ -105,11 +116,29 @@ class GroupCommitter:
                 post.done.set_result(result)
 
 
-async def _commit(conn: Any, batch: list[_Post]) -> list[Stored]:
+@dataclass
+class Turn:
+    """A batch's place in the numbering order: wait for the batch before, then let the next go."""
+
+    before: asyncio.Future[None] | None
+    mine: asyncio.Future[None]
+
+    async def wait(self) -> None:
+        if self.before is not None:
+            await asyncio.shield(self.before)  # resolved by that batch's own task, whatever happens
+
+    def done(self) -> None:
+        if not self.mine.done():
+            self.mine.set_result(None)
+
+
+async def _commit(conn: Any, batch: list[_Post], turn: Turn) -> list[Stored]:
     """One transaction for the whole batch; a result per post, in batch order."""
     unique = _first_of_each_key(batch)
     async with conn.transaction():
+        await turn.wait()
         returned = await store.insert_messages(conn, [p.new for p in unique])
+        turn.done()
         # Sorted by seq: the outbox keeps each conversation's order.
         rows = sorted((r for r in returned if r["created"]), key=lambda r: r["seq"])
         await outbox.enqueue_message_events(conn, MESSAGE_CREATED, rows)

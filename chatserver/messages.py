@@ -124,6 +124,10 @@ class MessageService:
 
     async def post(self, principal: Principal, new: NewMessage) -> Posted:
         await self.teams.check(principal, new.conversation_id)
+        return await self.store(new)
+
+    async def store(self, new: NewMessage) -> Posted:
+        """Store a message its author may post (the caller checked); seqs follow call order."""
         stored = await self.committer.submit(new)
         if stored.row is None:
             raise not_found()

@@ -243,7 +243,11 @@ class SocketSender:
 
     def too_slow(self) -> None:
         log.info("closing a websocket that cannot keep up (%d frames queued)", len(self.queue))
-        self._closer = asyncio.create_task(self.shut(CLOSE_TOO_SLOW, TOO_SLOW_REASON))
+        self.close_soon(CLOSE_TOO_SLOW, TOO_SLOW_REASON)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """`shut` from code that cannot wait for it (`stop` does)."""
+        self._closer = asyncio.create_task(self.shut(code, reason))
 
     async def shut(self, code: int, reason: str) -> None:
         """Stop sending and close the socket with `code` (never waits on a full queue)."""

@@ -5,7 +5,8 @@ Refusals happen after the upgrade, with a close code a browser can read: 4401 ba
 4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `socketguard`).
 1013 (try again later) while the database is unreachable. A frame that cannot be stored then gets
 an `unavailable` error frame with `retry_after`, and the socket stays.
-Client frames are handled one at a time; a broken frame gets an error frame and the socket stays.
+Client frames are handled in the order read, up to `[limits] socket_frames_in_flight` at once
+(`chatserver.wspipeline`); a broken frame gets an error frame and the socket stays.
 The socket always leaves its room and the presence list in `finally`.
 """
 
@@ -51,6 +52,7 @@ from chatserver.socketguard import (
 from chatserver.store import messages as message_store
 from chatserver.tokens import authenticate
 from chatserver.validation import parse_json_object
+from chatserver.wspipeline import FramePipeline
 
 log = logging.getLogger("chatserver.ws")
 
@@ -217,13 +219,19 @@ async def replay(app: web.Application, ws: web.WebSocketResponse, session: Sessi
 async def receive(
     app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
 ) -> None:
-    limiter = FrameLimiter(app[SETTINGS].limits, app[METRICS])
-    async for msg in ws:
-        if msg.type is WSMsgType.TEXT:
-            await handle_text(app, sender, session, msg.data, limiter)
-        elif msg.type is WSMsgType.BINARY:
-            await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
-            return
+    limits = app[SETTINGS].limits
+    limiter = FrameLimiter(limits, app[METRICS])
+    pipeline = FramePipeline(limits.socket_frames_in_flight,
+                             lambda exc: sender.close_soon(*close_for(exc)))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await pipeline.start(handle_text(app, sender, session, msg.data, limiter))
+            elif msg.type is WSMsgType.BINARY:
+                await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
+                return
+    finally:
+        await pipeline.finish()
 
 
 async def handle_text(
@@ -259,7 +267,7 @@ async def post(
 ) -> None:
     service = app[MESSAGES]
     new = service.validate_new(session.principal, session.conversation_id, body)
-    posted = await service.post(session.principal, new)
+    posted = await service.store(new)  # the socket's access was checked when it opened
     if posted.created:
         app[METRICS].messages_in.labels("ws").inc()
     sender.push(frame("ack", client_id=new.client_id, message=posted.message))

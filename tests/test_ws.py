@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chatserver.app import create_app
 from chatserver.config import Settings
 from tests.conftest import Api
 from tests.realtime_helpers import (
@@ -105,6 +106,32 @@ async def test_bad_frames_get_error_frames_and_socket_stays(
     assert field in [p["name"] for p in error["invalid_params"]]
     await send(ws, type="message", content="still here", client_id="ok")
     assert (await frame_of(ws, "ack"))["client_id"] == "ok"
+    await ws.close()
+
+
+@pytest.mark.parametrize("in_flight", [1, 8])
+async def test_pipelined_sends_are_stored_in_the_order_sent(
+    settings: Settings, aiohttp_client: Any, make_key: Any, in_flight: int
+) -> None:
+    app = create_app(settings.replace(limits={"socket_frames_per_second": 0,
+                                              "socket_frames_in_flight": in_flight}))
+    api = Api(await aiohttp_client(app), await make_key("pipeliner"))
+    cid = await api.create_conversation()
+    ws = await connect(api.client, cid, api.key)
+    await ready(ws)
+    count = 120
+    # Sent without waiting for acks; a broken frame in the middle gets its error and nothing else.
+    for i in range(count):
+        await send(ws, type="message", content=f"m{i}", client_id=f"c{i}")
+        if i == count // 2:
+            await send(ws, type="message", client_id="broken")
+    acks: dict[str, int] = {}
+    while len(acks) < count:
+        got = await frame_of(ws, "ack")
+        acks[got["client_id"]] = got["message"]["seq"]
+    assert [acks[f"c{i}"] for i in range(count)] == list(range(1, count + 1))
+    _, history, _ = await api.call("GET", f"/conversations/{cid}/messages?limit=500", expect=200)
+    assert [m["content"] for m in reversed(history)] == [f"m{i}" for i in range(count)]
     await ws.close()
 
 
