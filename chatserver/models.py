@@ -44,8 +44,10 @@ class MessageStatus(StrEnum):
 
 
 def iso(ts: datetime) -> str:
-    """ISO 8601 in UTC with a Z, as every API timestamp is rendered."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 in UTC with a Z, as every API timestamp is rendered (asyncpg's are UTC already)."""
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.isoformat(timespec="microseconds")[:-6] + "Z"  # drops "+00:00"
 
 
 def conversation_json(row: Any) -> dict[str, Any]:
