@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from chatserver.api.chain import middleware_chain
 from chatserver.api.cors import cors_middleware
 from chatserver.api.metrics import metrics_middleware
 from chatserver.api.middleware import auth_middleware
@@ -101,10 +102,10 @@ def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[
+        middlewares=middleware_chain([
             metrics_middleware, cors_middleware, problem_middleware, outage_middleware,
             auth_middleware, schema_middleware,
-        ],
+        ]),
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings

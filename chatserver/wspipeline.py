@@ -19,6 +19,8 @@ from typing import Any
 
 
 class FramePipeline:
+    __slots__ = ("error", "limit", "on_failure", "tasks")  # one per open socket
+
     def __init__(self, limit: int, on_failure: Callable[[BaseException], None]) -> None:
         self.limit = max(limit, 1)
         self.on_failure = on_failure
