@@ -25,6 +25,15 @@ class ConfigError(ValueError):
     """A setting is unknown or its value is invalid; the message names the key."""
 
 
+def cidr_problem(value: str) -> str | None:
+    """Why `value` is not a CIDR network (e.g. "10.0.0.0/8"), or None."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"{value!r} is not a CIDR"
+    return None
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "0.0.0.0"
@@ -79,20 +88,13 @@ class WebhookSettings:
     backoff_floor: float = 60.0
     retry_after_max: float = 86400.0
     timeout: float = 15.0
-    allowed_networks: tuple[str, ...] = ()
+    allowed_networks: tuple[str, ...] = field(default=(), metadata={"each": cidr_problem})
     ordering: str = field(default="strict", metadata={"choices": ("strict", "best_effort")})
     disable_after: float = 432000.0
     secret_grace_period: float = 86400.0
     concurrency: int = 20
     poll_interval: float = 1.0
     response_body_max: int = 20480
-
-    def __post_init__(self) -> None:
-        for cidr in self.allowed_networks:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ConfigError(f"[webhooks] allowed_networks: {cidr!r} is not a CIDR") from None
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,10 @@ def _check_value(label: str, fld: dataclasses.Field[Any], value: Any) -> None:
     choices = fld.metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{label}: must be one of {', '.join(choices)}, got {value!r}")
+    check_each = fld.metadata.get("each")  # of every item of a list: its problem, or None
+    for item in value if check_each else ():
+        if (problem := check_each(item)) is not None:
+            raise ConfigError(f"{label}: {problem}")
 
 
 def _parse_env(label: str, typ: Any, text: str) -> Any:

@@ -299,3 +299,10 @@ async def test_socket_under_api_prefix(api: Api) -> None:
     _, hello = await ready(ws)
     assert hello["last_seq"] == 0
     await ws.close()
+
+
+async def test_plain_get_on_the_socket_route_is_a_problem(api: Api) -> None:
+    cid = await api.create_conversation()
+    response = await api.client.get(f"/ws/conversations/{cid}")
+    assert response.status == 400
+    assert response.content_type == "application/problem+json"
