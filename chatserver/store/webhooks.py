@@ -113,28 +113,43 @@ WHERE conversation_id = ANY($1::uuid[]) AND url IS NOT NULL
 
 # Strict order, step 1: lock endpoints whose queue head is due and not in flight (in strict order
 # only the head is ever attempted, so a head in backoff or in flight holds the whole queue).
-# Step 2 then claims exactly each head, re-checking it under the row lock.
+# Step 2 then claims exactly each head, re-checking it under the row lock. Both cost index probes
+# per conversation with pending deliveries, never a read of the backlog: a claim runs each time a
+# send slot frees, and at 50,000 queued deliveries the former DISTINCT ON / IN (...) forms took
+# 20-37 ms each (1 ms now; BENCHMARKS.md, performance work 13), and Postgres took 86 % of the
+# server core in the webhook benchmark (6h).
 LOCK_READY_ENDPOINTS = """
-SELECT e.conversation_id FROM webhook_endpoints e
-WHERE e.conversation_id IN (
-        SELECT d.conversation_id FROM webhook_deliveries d
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now())
-  AND e.url IS NOT NULL AND e.disabled_at IS NULL
-  AND EXISTS (
-        SELECT 1 FROM (
-            SELECT h.next_attempt_at, h.locked_until FROM webhook_deliveries h
-            WHERE h.conversation_id = e.conversation_id AND h.status = 'pending'
-            ORDER BY h.position LIMIT 1) head
-        WHERE head.next_attempt_at <= now()
-          AND (head.locked_until IS NULL OR head.locked_until <= now()))
+WITH RECURSIVE queued AS (  -- each conversation with a pending delivery, one index probe apiece
+    (SELECT conversation_id FROM webhook_deliveries WHERE status = 'pending'
+     ORDER BY conversation_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.conversation_id FROM webhook_deliveries d
+            WHERE d.status = 'pending' AND d.conversation_id > q.conversation_id
+            ORDER BY d.conversation_id LIMIT 1)
+    FROM queued q WHERE q.conversation_id IS NOT NULL
+),
+ready AS (  -- ... whose queue head is due and not claimed
+    SELECT q.conversation_id, head.position FROM queued q
+    CROSS JOIN LATERAL (
+        SELECT h.position, h.next_attempt_at, h.locked_until FROM webhook_deliveries h
+        WHERE h.conversation_id = q.conversation_id AND h.status = 'pending'
+        ORDER BY h.position LIMIT 1) head
+    WHERE head.next_attempt_at <= now()
+      AND (head.locked_until IS NULL OR head.locked_until <= now())
+)
+SELECT e.conversation_id FROM ready r
+JOIN webhook_endpoints e ON e.conversation_id = r.conversation_id
+WHERE e.url IS NOT NULL AND e.disabled_at IS NULL
+ORDER BY r.position  -- the oldest waiting head first
 LIMIT $1
 FOR UPDATE OF e SKIP LOCKED
 """
 CLAIM_HEADS = f"""
-WITH heads AS (
-    SELECT DISTINCT ON (conversation_id) id FROM webhook_deliveries
-    WHERE conversation_id = ANY($1::uuid[]) AND status = 'pending'
-    ORDER BY conversation_id, position
+WITH heads AS (  -- one index probe per endpoint (webhook_deliveries_queue)
+    SELECT h.id FROM unnest($1::uuid[]) AS c(id) CROSS JOIN LATERAL (
+        SELECT id FROM webhook_deliveries
+        WHERE conversation_id = c.id AND status = 'pending'
+        ORDER BY position LIMIT 1) h
 )
 UPDATE webhook_deliveries d
 SET locked_by = $2, locked_until = now() + make_interval(secs => $3)
@@ -144,7 +159,9 @@ WHERE d.id = heads.id AND e.conversation_id = d.conversation_id
   AND (d.locked_until IS NULL OR d.locked_until <= now())
 RETURNING {JOB_COLUMNS}
 """
-# Best effort: any due deliveries, oldest first, several per endpoint at once.
+# Best effort: any due deliveries, longest due first, several per endpoint at once. Ordered by
+# next_attempt_at, whose partial index (webhook_deliveries_due) holds pending rows only: ordered by
+# position, a claim read every finished delivery older than the first pending one.
 CLAIM_DUE = f"""
 WITH due AS (
     SELECT d.id FROM webhook_deliveries d
@@ -152,7 +169,7 @@ WITH due AS (
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
       AND (d.locked_until IS NULL OR d.locked_until <= now())
       AND e.url IS NOT NULL AND e.disabled_at IS NULL
-    ORDER BY d.position
+    ORDER BY d.next_attempt_at
     LIMIT $1
     FOR UPDATE OF d SKIP LOCKED
 )
