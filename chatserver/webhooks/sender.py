@@ -9,9 +9,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from chatserver.config import WebhookSettings
 from chatserver.webhooks.signing import signed_headers
@@ -87,7 +89,8 @@ class WebhookSender:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             result = AttemptResult(0, error=f"{type(exc).__name__}: {exc}"[:500])
         duration_ms = int((time.monotonic() - started) * 1000)
-        return dataclasses.replace(result, duration_ms=duration_ms)
+        return dataclasses.replace(result, duration_ms=duration_ms,
+                                   error=result.error and redacted(result.error, url))
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
         assert self._session is not None, "WebhookSender.start() was not called"
@@ -98,6 +101,41 @@ class WebhookSender:
             return AttemptResult(
                 resp.status, response_body=text, retry_after=resp.headers.get("Retry-After")
             )
+
+
+def redacted(text: str, url: str) -> str:
+    """`text` without `url`'s query string and user info, as given or as aiohttp renders them."""
+    for fragment in sorted(_credential_fragments(url), key=len, reverse=True):
+        text = text.replace(fragment, "")
+    return text
+
+
+def _credential_fragments(url: str) -> set[str]:
+    fragments = set()
+    try:
+        parts, parsed = urlsplit(url), URL(url)
+    except ValueError:
+        return {url}
+    if parts.query:
+        fragments |= {"?" + parts.query, "?" + parsed.raw_query_string, "?" + parsed.query_string}
+    userinfo = parts.netloc.rpartition("@")[0]
+    if userinfo:
+        fragments |= {userinfo + "@", f"{parsed.raw_user}:{parsed.raw_password}@"}
+    return fragments
+
+
+def without_credentials(url: str) -> str:
+    """`url` without its user info and query, which may carry the receiver's tokens: what an
+    error text (logged, and kept in the delivery log) may show."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:
+        return "<callback_url>"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _connector_error(exc: aiohttp.ClientConnectorError) -> str:
