@@ -4,8 +4,18 @@ Supervisor itself, then the tasks of a running app (bus listener, dispatcher, re
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from chatserver.app import create_app
+from chatserver.appkeys import HUB, SUPERVISOR
+from chatserver.bus.redis import LISTENER_TASK
+from chatserver.config import Settings
+from chatserver.hub import RECONCILE_TASK
+from chatserver.operations import RECHECK_TASK
 from chatserver.supervisor import Supervisor, TaskState
+from chatserver.webhooks.context import DISPATCHER_TASK
+from tests.realtime_helpers import WAIT
+from tests.redis_server import RedisServer
 
 
 class Flaky:
@@ -137,3 +147,82 @@ async def test_a_task_stopped_while_backing_off_is_not_started_again() -> None:
     assert attempts == seen
     assert supervisor.health["broken"].state is TaskState.STOPPED
 
+
+# --- the tasks of a running app ---------------------------------------------------------------
+
+
+async def until_ready(client: Any, check: Any) -> Any:
+    """Poll /readyz until `check(body)`; every answer meanwhile must be 200 (the bus and its
+    listener are reported, never required)."""
+    async def poll() -> Any:
+        while True:
+            resp = await client.get("/readyz")
+            body = await resp.json()
+            assert resp.status == 200, body
+            if check(body):
+                return body
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(poll(), WAIT)
+
+
+def listener_is(state: str) -> Any:
+    return lambda body: body["tasks"][LISTENER_TASK]["state"] == state
+
+
+async def test_readyz_lists_every_supervised_task(
+    settings: Settings, aiohttp_client: Any, redis_server: RedisServer
+) -> None:
+    client = await aiohttp_client(create_app(settings.replace(redis={"url": redis_server.url})))
+    body = await until_ready(client, listener_is("running"))
+    tasks = body["tasks"]
+    assert set(tasks) == {LISTENER_TASK, DISPATCHER_TASK, RECONCILE_TASK, RECHECK_TASK}
+    assert all(t["state"] == "running" and t["restarts"] == 0 for t in tasks.values())
+    assert [name for name, t in tasks.items() if not t["required"]] == [LISTENER_TASK]
+
+
+async def test_reconciler_restarts_after_an_unexpected_error(
+    settings: Settings, aiohttp_client: Any
+) -> None:
+    config = settings.replace(realtime={"reconcile_interval": 0.05})
+    client = await aiohttp_client(create_app(config))
+    hub = client.server.app[HUB]
+    reconcile, calls = hub.reconcile, 0
+
+    async def fails_once() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("unexpected")
+        await reconcile()
+
+    hub.reconcile = fails_once  # the task body's step, not a service: Postgres stays real
+    health = client.server.app[SUPERVISOR].health[RECONCILE_TASK]
+
+    async def until_reconciled_after_restart() -> None:
+        while calls < 2:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(until_reconciled_after_restart(), WAIT)
+    assert (health.restarts, health.last_error) == (1, "RuntimeError: unexpected")
+    assert health.state is TaskState.RUNNING
+
+
+async def test_redis_down_backs_the_listener_off_and_readiness_holds(
+    settings: Settings, aiohttp_client: Any
+) -> None:
+    redis = RedisServer().start()
+    try:
+        config = settings.replace(redis={"url": redis.url}, realtime={"bus_backoff_max": 0.5})
+        client = await aiohttp_client(create_app(config))
+        await until_ready(client, lambda body: body["bus"]["state"] == "ok")
+        redis.kill()
+        body = await until_ready(client, listener_is("backing_off"))
+        assert body["status"] == "ready" and body["tasks"][LISTENER_TASK]["last_error"]
+        redis.start()
+        body = await until_ready(
+            client, lambda body: listener_is("running")(body) and body["bus"]["state"] == "ok"
+        )
+        assert body["tasks"][LISTENER_TASK]["restarts"] >= 1
+    finally:
+        redis.kill()
