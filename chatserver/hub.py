@@ -5,7 +5,8 @@ bus when another did; and from Postgres when it is late. A room keeps the next s
 delivers strictly in seq order: an early arrival waits `gap_wait` seconds for the missing ones, then
 the room reads them from Postgres. A periodic reconciliation compares every active room with its
 conversation's `last_seq` (one query for all rooms) and fills what an instance committed but never
-published; it also runs at once whenever the bus reconnects.
+published; it also runs at once whenever the bus reconnects. It is the Supervisor's "hub-reconcile"
+task: restarted with backoff if it fails in a way it does not expect.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from chatserver.models import message_json
 from chatserver.sendqueue import Flusher
 from chatserver.store import conversations as conversation_store
 from chatserver.store import messages as message_store
+from chatserver.supervisor import Supervisor
 from chatserver.wire import Outgoing
 
 log = logging.getLogger("chatserver.hub")
 
 FILL_PAGE = 500
+RECONCILE_TASK = "hub-reconcile"
 
 
 class MessageEvents(Protocol):
@@ -116,30 +119,30 @@ class Room:
 
 
 class Hub:
-    def __init__(self, pool: asyncpg.Pool, bus: Bus, settings: RealtimeSettings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, bus: Bus, settings: RealtimeSettings, supervisor: Supervisor
+    ) -> None:
         self.pool = pool
         self.bus = bus
         self.settings = settings
+        self.supervisor = supervisor
         self.node = uuid.uuid4().hex
         self.flusher = Flusher()  # writes each local socket's queued frames with one write
         self.rooms: dict[uuid.UUID, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_now = asyncio.Event()
-        self._reconciler: asyncio.Task[None] | None = None
         self.on_message: Any = None  # passed to every room (see Room.on_message)
 
     async def start(self) -> None:
-        await self.bus.connect(self)
-        self._reconciler = asyncio.create_task(self._reconcile_loop(), name="hub-reconcile")
+        await self.bus.connect(self, self.supervisor)
+        self.supervisor.start(RECONCILE_TASK, self._reconcile_loop)
 
     async def close(self) -> None:
+        await self.supervisor.stop(RECONCILE_TASK)
         tasks = list(self._tasks)
-        if self._reconciler is not None:
-            tasks.append(self._reconciler)
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         for room in self.rooms.values():
             if room.gap_timer is not None:
                 room.gap_timer.cancel()
@@ -282,8 +285,10 @@ class Hub:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._reconcile_now.wait(), self.settings.reconcile_interval)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a cancel.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.reconcile_interval):
+                    await self._reconcile_now.wait()
             self._reconcile_now.clear()
             try:
                 await self.reconcile()

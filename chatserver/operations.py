@@ -19,15 +19,18 @@ from aiohttp import web
 
 from chatserver.appkeys import DB_POOL, HUB, METRICS, SETTINGS, SOCKETS, SUPERVISOR
 from chatserver.bus import Bus, BusState
+from chatserver.bus.redis import LISTENER_TASK
 from chatserver.metrics import CountCollector, Metrics, StateCollector
 from chatserver.socketguard import SocketRegistry
 from chatserver.store import webhooks as webhook_store
+from chatserver.supervisor import Supervisor
 
 log = logging.getLogger("chatserver.operations")
 
 QUEUE_DEPTH_CACHE = 5.0  # seconds a webhook queue count is reused by scrapes
 CREATED_AT = b'"created_at":"'
 RECHECK_WITHOUT_HEARTBEAT = 30.0  # credential re-check interval when heartbeat = 0 (off)
+RECHECK_TASK = "socket-credentials"
 
 
 class DeliveryMeter:
@@ -78,14 +81,14 @@ class QueueDepth:
             log.warning("counting pending webhook deliveries failed: %r", exc)
 
 
-def watch_bus(metrics: Metrics, bus: Bus) -> None:
+def watch_bus(metrics: Metrics, bus: Bus, supervisor: Supervisor) -> None:
     metrics.watch(StateCollector(
         "chatserver_bus_up", "1 while the bus is connected, else 0", [],
         lambda: {(): float(bus.state is BusState.OK)},
     ))
     metrics.watch(CountCollector(
         "chatserver_bus_reconnects", "Reconnections of the bus listener", [],
-        lambda: {(): float(getattr(bus, "restarts", 0))},
+        lambda: {(): float(supervisor.restarts(LISTENER_TASK))},
     ))
 
 
@@ -114,10 +117,10 @@ async def operations_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = SocketRegistry(settings.limits, metrics)
     app[SOCKETS] = registry
     interval = settings.realtime.heartbeat or RECHECK_WITHOUT_HEARTBEAT
-    app[SUPERVISOR].start("socket-credentials", lambda: recheck_loop(registry, pool, interval))
+    app[SUPERVISOR].start(RECHECK_TASK, lambda: recheck_loop(registry, pool, interval))
     hub = app[HUB]
     hub.on_message = DeliveryMeter(metrics)
-    watch_bus(metrics, hub.bus)
+    watch_bus(metrics, hub.bus, app[SUPERVISOR])
     watch_webhook_queue(metrics, pool)
     yield
     hub.on_message = None

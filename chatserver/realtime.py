@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from chatserver.appkeys import DB_POOL, HUB, MESSAGES, PRESENCE, SETTINGS, TOKENS
+from chatserver.appkeys import DB_POOL, HUB, MESSAGES, PRESENCE, SETTINGS, SUPERVISOR, TOKENS
 from chatserver.bus import create_bus
 from chatserver.bus.redis import RedisBus
 from chatserver.hub import Hub
@@ -25,7 +25,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         else MemoryPresence()
     )
     app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret))
-    hub = Hub(pool, bus, options)
+    hub = Hub(pool, bus, options, app[SUPERVISOR])
     hub.flusher.interval = settings.performance.fanout_flush_interval
     app[HUB] = hub
     app[PRESENCE] = presence

@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 
 from chatserver.bus import Bus, BusState, create_bus
 from chatserver.bus.memory import MemoryBus
-from chatserver.bus.redis import PREFIX, RedisBus
+from chatserver.bus.redis import LISTENER_TASK, PREFIX, RedisBus
+from chatserver.supervisor import Supervisor, TaskState
 from tests.realtime_helpers import WAIT
 from tests.redis_server import RedisServer
 
@@ -41,6 +42,13 @@ async def until_ok(bus: Bus) -> None:
     await asyncio.wait_for(poll(), WAIT)
 
 
+@pytest.fixture
+async def supervisor() -> AsyncIterator[Supervisor]:
+    supervisor = Supervisor()
+    yield supervisor
+    await supervisor.close()
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def pair(request: Any, redis_server: RedisServer) -> AsyncIterator[tuple[Bus, Bus]]:
     """(publisher, subscriber): one bus for memory, two instances' buses for Redis."""
@@ -58,12 +66,14 @@ async def pair(request: Any, redis_server: RedisServer) -> AsyncIterator[tuple[B
     await client.aclose()
 
 
-async def test_followed_topics_receive_and_others_do_not(pair: tuple[Bus, Bus]) -> None:
+async def test_followed_topics_receive_and_others_do_not(
+    pair: tuple[Bus, Bus], supervisor: Supervisor
+) -> None:
     publisher, subscriber = pair
     recorder = Recorder()
     if publisher is not subscriber:
-        await publisher.connect(Recorder())
-    await subscriber.connect(recorder)
+        await publisher.connect(Recorder(), Supervisor())
+    await subscriber.connect(recorder, supervisor)
     await until_ok(subscriber)
     await subscriber.subscribe("room-a")
     await subscriber.subscribe("room-b")
@@ -96,23 +106,25 @@ def test_backend_from_url() -> None:
                       RedisBus)
 
 
-async def test_redis_listener_comes_back_after_redis_restarts() -> None:
+async def test_redis_listener_comes_back_after_redis_restarts(supervisor: Supervisor) -> None:
     redis = RedisServer().start()
     bus = RedisBus(redis.url, backoff_max=0.1)
     recorder = Recorder()
     try:
-        await bus.connect(recorder)
+        await bus.connect(recorder, supervisor)
         await until_ok(bus)
         await bus.subscribe("room")
+        health = supervisor.health[LISTENER_TASK]
+        assert (health.state, health.restarts, health.required) == (TaskState.RUNNING, 0, False)
         redis.kill()
         await bus.publish("room", b"lost")  # never raises while Redis is down
         redis.start()
         await asyncio.wait_for(recorder.reconnected.wait(), WAIT)
-        assert bus.state is BusState.OK and bus.restarts >= 1
+        assert bus.state is BusState.OK and health.restarts >= 1
+        assert health.state is TaskState.RUNNING
         await bus.publish("room", b"back")
         assert await recorder.next() == ("room", b"back")
     finally:
         await bus.close()
         redis.kill()
-
-
+    assert health.state is TaskState.STOPPED  # close() stopped the task; its health stays

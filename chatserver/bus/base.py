@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
+from chatserver.supervisor import Supervisor
+
 
 class BusState(StrEnum):
     CONNECTING = "connecting"
@@ -28,7 +30,8 @@ class Bus(Protocol):
     @property
     def state(self) -> BusState: ...
 
-    async def connect(self, handler: BusHandler) -> None: ...
+    async def connect(self, handler: BusHandler, supervisor: Supervisor) -> None:
+        """Start delivering to `handler`; a backend with a listener runs it under `supervisor`."""
 
     async def close(self) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from chatserver.bus.base import BusHandler, BusState
+from chatserver.supervisor import Supervisor
 
 
 class MemoryBus:
@@ -16,8 +17,8 @@ class MemoryBus:
     def state(self) -> BusState:
         return BusState.OK
 
-    async def connect(self, handler: BusHandler) -> None:
-        self._handler = handler
+    async def connect(self, handler: BusHandler, supervisor: Supervisor) -> None:
+        self._handler = handler  # nothing to listen to: no task to supervise
 
     async def close(self) -> None:
         self._handler = None

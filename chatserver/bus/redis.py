@@ -1,11 +1,13 @@
 """The Redis bus: PUBLISH to one channel per conversation, one SUBSCRIBE per followed topic.
 
 One pub/sub connection per instance carries every followed topic, so Redis sees one subscription
-per instance per active conversation, never one per socket. The listener runs under a supervisor
-that restarts it with capped exponential backoff when it dies, and also when it stalls (it pings
-through the pub/sub connection and expects to hear something back within `stall_timeout`). After
-each reconnect the handler's `on_reconnect` runs, so the hub can fill from Postgres whatever was
-published while we were away.
+per instance per active conversation, never one per socket. The listener is the app Supervisor's
+"redis-bus-listener" task (not required for readiness: without Redis an instance still serves). One
+run of `listen` is one watched session: it raises when the session dies, and also when it stalls
+(it pings through the pub/sub connection and expects to hear something back within
+`stall_timeout`), and the Supervisor starts the next after a backoff from BACKOFF_START doubling to
+`backoff_max`. After each reconnect the handler's `on_reconnect` runs, so the hub can fill from
+Postgres whatever was published while we were away.
 
 Publishes made in one event-loop iteration (e.g. the messages of one group commit) go to Redis as
 one pipeline: one round trip for all of them, in the order they were made.
@@ -25,12 +27,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from chatserver.bus.base import BusHandler, BusState
+from chatserver.supervisor import Supervisor
 
 log = logging.getLogger("chatserver.bus")
 
 PREFIX = "chatserver:bus:"
 # Always subscribed, so the pub/sub connection exists (and can be pinged) with no active room.
 CONTROL_CHANNEL = PREFIX + "_control"
+LISTENER_TASK = "redis-bus-listener"
 BACKOFF_START = 0.05
 READ_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 2.0
@@ -68,13 +72,11 @@ class RedisBus:
         self._state = BusState.CONNECTING
         self._ever_connected = False
         self._alive_at = 0.0
-        self._connected_at: float | None = None
-        self._supervisor: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor | None = None
         self._sync_lock = asyncio.Lock()
         self._outgoing: list[tuple[str, bytes]] | None = None
         self._sent: asyncio.Future[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
-        self.restarts = 0
 
     @property
     def state(self) -> BusState:
@@ -85,15 +87,15 @@ class RedisBus:
             log.info("redis bus %s", state)
         self._state = state
 
-    async def connect(self, handler: BusHandler) -> None:
+    async def connect(self, handler: BusHandler, supervisor: Supervisor) -> None:
         self._handler = handler
-        self._supervisor = asyncio.create_task(self._supervise(), name="redis-bus-supervisor")
+        self._supervisor = supervisor
+        supervisor.start(LISTENER_TASK, self.listen, initial_backoff=BACKOFF_START,
+                         max_backoff=self.backoff_max, required=False)
 
     async def close(self) -> None:
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            await self._supervisor.stop(LISTENER_TASK)
         self._handler = None
         if self._owns_client:
             await self.client.aclose()
@@ -149,43 +151,28 @@ class RedisBus:
             except (RedisError, OSError) as exc:
                 log.debug("pub/sub command failed, the listener will reconnect: %r", exc)
 
-    async def _supervise(self) -> None:
-        delay = BACKOFF_START
-        while True:
-            session = asyncio.create_task(self._session(), name="redis-bus-listener")
-            await self._watch(session)
-            self._set_state(BusState.DOWN)
-            self.restarts += 1
-            if self._was_healthy_for(self.stall_timeout):
-                delay = BACKOFF_START
-            self._connected_at = None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max)
-
-    def _was_healthy_for(self, seconds: float) -> bool:
-        if self._connected_at is None:
-            return False
-        return asyncio.get_running_loop().time() - self._connected_at > seconds
-
-    async def _watch(self, session: asyncio.Task[None]) -> None:
-        """Wait for the listener to end, or cancel it when it stops showing signs of life."""
-        loop = asyncio.get_running_loop()
-        self._alive_at = loop.time()
+    async def listen(self) -> None:
+        """One listener session, watched: raises when it ends or stalls (the bus is down then)."""
+        session = asyncio.create_task(self._session(), name="redis-bus-session")
         try:
-            while True:
-                done, _ = await asyncio.wait({session}, timeout=self.stall_timeout / 3)
-                if done:
-                    exc = session.exception()
-                    log.warning("redis bus listener ended: %r", exc)
-                    return
-                if loop.time() - self._alive_at > self.stall_timeout:
-                    log.warning("redis bus listener stalled for %.1fs; restarting",
-                                loop.time() - self._alive_at)
-                    return
+            await self._watch(session)
         finally:
             session.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await session
+            await asyncio.gather(session, return_exceptions=True)
+            self._set_state(BusState.DOWN)
+
+    async def _watch(self, session: asyncio.Task[None]) -> None:
+        """Wait for the session to end, or for it to stop showing signs of life; raise why."""
+        loop = asyncio.get_running_loop()
+        self._alive_at = loop.time()
+        while True:
+            done, _ = await asyncio.wait({session}, timeout=self.stall_timeout / 3)
+            if done:
+                session.result()  # raises what ended it
+                raise ConnectionError("the redis bus listener ended")
+            silent = loop.time() - self._alive_at
+            if silent > self.stall_timeout:
+                raise TimeoutError(f"the redis bus listener stalled for {silent:.1f}s")
 
     async def _session(self) -> None:
         pubsub = self.client.pubsub()
@@ -194,13 +181,13 @@ class RedisBus:
             async with self._sync_lock:
                 await pubsub.subscribe(CONTROL_CHANNEL, *(PREFIX + t for t in self._topics))
                 self._pubsub = pubsub
-            await self._listen(pubsub)
+            await self._read(pubsub)
         finally:
             self._pubsub = None
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    async def _listen(self, pubsub: PubSub) -> None:
+    async def _read(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         ping_every = self.stall_timeout / 3
         pinged_at = loop.time()
@@ -223,7 +210,6 @@ class RedisBus:
             self._handler.on_payload(topic, message["data"])
 
     def _on_connected(self) -> None:
-        self._connected_at = asyncio.get_running_loop().time()
         self._set_state(BusState.OK)
         if self._ever_connected and self._handler is not None:
             self._handler.on_reconnect()

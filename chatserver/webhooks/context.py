@@ -1,8 +1,9 @@
-"""Wiring: the app's webhook cleanup context, the dispatcher's supervisor, `chatserver worker`.
+"""Wiring: the app's webhook cleanup context, the supervised dispatcher, `chatserver worker`.
 
-Inside `chatserver serve` (`[webhooks] run_in_server = true`, the default) a supervised dispatcher
-runs beside the HTTP server; `chatserver worker` runs the same supervised dispatcher alone.
-Several of either share the work safely.
+Inside `chatserver serve` (`[webhooks] run_in_server = true`, the default) the dispatcher runs
+beside the HTTP server as the app Supervisor's "webhook-dispatcher" task (restarted with backoff
+when it crashes; its health in /readyz and `chatserver_task_up`); `chatserver worker` runs the
+same task under a Supervisor of its own. Several of either share the work safely.
 """
 
 from __future__ import annotations
@@ -22,77 +23,78 @@ from chatserver.appkeys import (
     METRICS,
     SETTINGS,
     SHUTDOWN,
+    SUPERVISOR,
     WEBHOOK_RESOLVER,
     WEBHOOKS,
 )
 from chatserver.config import Settings
 from chatserver.metrics import Metrics
+from chatserver.supervisor import Supervisor
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from chatserver.webhooks.service import WebhookService
 
 log = logging.getLogger("chatserver.webhooks")
 
+DISPATCHER_TASK = "webhook-dispatcher"
+RESTART_BACKOFF_START = 1.0
 RESTART_BACKOFF_MAX = 60.0
 
 
-class Supervisor:
-    """Runs a dispatcher and starts a fresh one, with capped backoff, whenever it crashes."""
+class DispatcherRunner:
+    """The body of the supervised "webhook-dispatcher" task: a fresh Dispatcher per (re)start.
+
+    A Supervisor runs `run` and restarts it with capped backoff when the dispatcher crashes; the
+    crashed one is closed (its claims released) before the backoff. After `stop_claiming`
+    (SIGTERM) the dispatcher's `main` returns, and so does `run`: a task that returns is done, so
+    nothing claims again.
+    """
 
     def __init__(self, make: Callable[[], Dispatcher]) -> None:
         self.make = make
         self.current: Dispatcher | None = None
-        self.restarts = 0
-        self._task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.supervisor: Supervisor | None = None
 
-    def start(self) -> Supervisor:
-        self._task = asyncio.create_task(self.run(), name="webhook-dispatcher")
+    def start(self, supervisor: Supervisor) -> DispatcherRunner:
+        self.supervisor = supervisor
+        supervisor.start(DISPATCHER_TASK, self.run, initial_backoff=RESTART_BACKOFF_START,
+                         max_backoff=RESTART_BACKOFF_MAX)
         return self
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = 1.0
-        while True:
-            self.current = self.make()
-            started = loop.time()
-            try:
-                await self.current.main()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if loop.time() - started > RESTART_BACKOFF_MAX:
-                    backoff = 1.0  # it ran well for a while: an old crash loop says nothing now
-                log.exception("webhook dispatcher crashed; restarting in %.0f s", backoff)
-            await self._close_current()
-            self.restarts += 1
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+        if self.stopping:
+            return
+        dispatcher = self.current = self.make()
+        try:
+            await dispatcher.main()
+        except Exception:
+            # Its claims go back now, not after the backoff, so another dispatcher sends them.
+            with contextlib.suppress(Exception):
+                await dispatcher.close()
+            raise
 
     def stop_claiming(self) -> None:
         """On SIGTERM, before anything else: claim nothing more (sends in flight go on)."""
+        self.stopping = True
         if self.current is not None:
             self.current.stop_claiming()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming first, then give in-flight sends up to `grace` seconds and release
         every claim left."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._close_current(grace)
-
-    async def _close_current(self, grace: float | None = None) -> None:
+        self.stop_claiming()
+        if self.supervisor is not None:
+            await self.supervisor.stop(DISPATCHER_TASK)
         if self.current is not None:
             with contextlib.suppress(Exception):
                 await self.current.close(grace)
 
 
-def supervised(
+def dispatcher_runner(
     pool: asyncpg.Pool, settings: Settings, sender: WebhookSender, metrics: Metrics | None = None
-) -> Supervisor:
-    return Supervisor(lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics)).start()
+) -> DispatcherRunner:
+    return DispatcherRunner(lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics))
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -102,16 +104,16 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await sender.start()
     pool = app[DB_POOL]
     app[WEBHOOKS] = WebhookService(pool, app[CONVERSATIONS], settings.webhooks, sender)
-    supervisor = (supervised(pool, settings, sender, app[METRICS])
-                  if settings.webhooks.run_in_server else None)
     shutdown = app[SHUTDOWN]
-    if supervisor is not None:
-        shutdown.subscribe(supervisor.stop_claiming)
+    runner = None
+    if settings.webhooks.run_in_server:
+        runner = dispatcher_runner(pool, settings, sender, app[METRICS]).start(app[SUPERVISOR])
+        shutdown.subscribe(runner.stop_claiming)
     try:
         yield
     finally:
-        if supervisor is not None:
-            await supervisor.stop(grace=shutdown.work_left())
+        if runner is not None:
+            await runner.stop(grace=shutdown.work_left())
         await sender.close()
 
 
@@ -130,7 +132,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         if burst:
             await Dispatcher(pool, settings.webhooks, sender, burst=True).main()
             return
-        supervisor = supervised(pool, settings, sender)
+        runner = dispatcher_runner(pool, settings, sender).start(Supervisor())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,7 +140,7 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         log.info("webhook worker running")
         await stop.wait()
         log.info("webhook worker stopping")
-        await supervisor.stop(grace=settings.server.shutdown_timeout)
+        await runner.stop(grace=settings.server.shutdown_timeout)
     finally:
         await sender.close()
         await pool.close()

@@ -127,8 +127,8 @@ class Dispatcher:
         self.stop_claiming()
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            # gather, not suppress(CancelledError): a cancel of close() itself must go on.
+            await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
         await self._finish_sends(grace)
         with contextlib.suppress(*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
@@ -164,8 +164,11 @@ class Dispatcher:
             log.error("webhook delivery task failed", exc_info=task.exception())
 
     async def _sleep(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that arrives as
+        # the event is set, and a supervisor stopping this task would wait forever.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.poll_interval):
+                await self._wake.wait()
 
     # --- sending -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Retry decisions, Retry-After, jitter; the dispatcher's wake-up and its supervisor."""
+"""Retry decisions, Retry-After, jitter; the dispatcher's wake-up and its supervised restarts."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import pytest
 
 from chatserver.app import create_app
 from chatserver.config import WebhookSettings
-from chatserver.webhooks.context import Supervisor
+from chatserver.supervisor import Supervisor, TaskState
+from chatserver.webhooks.context import DISPATCHER_TASK, DispatcherRunner
+from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.schedule import Verdict, decide, jittered, parse_retry_after
 from chatserver.webhooks.sender import AttemptResult
 from tests.conftest import Api
-from tests.webhooks.helpers import start_receiver, webhook_settings
+from tests.realtime_helpers import WAIT
+from tests.webhooks.helpers import eventually, start_receiver, webhook_settings
 
 SETTINGS = WebhookSettings(schedule=(5.0, 300.0), jitter=0.0, backoff_floor=60.0)
 
@@ -83,22 +86,66 @@ async def test_notify_wakes_the_dispatcher_without_polling(
 
 
 class Crashing:
-    """A dispatcher stand-in whose main() crashes the first time."""
+    """A dispatcher stand-in whose main() crashes the first time, then runs until told to stop
+    claiming (as the real one does on SIGTERM)."""
 
     runs = 0
+    closed = 0
+
+    def __init__(self) -> None:
+        self.claiming = asyncio.Event()
 
     async def main(self) -> None:
         Crashing.runs += 1
         if Crashing.runs == 1:
             raise RuntimeError("boom")
+        await self.claiming.wait()
 
-    async def close(self) -> None:
-        return None
+    def stop_claiming(self) -> None:
+        self.claiming.set()
+
+    async def close(self, grace: float | None = None) -> None:
+        Crashing.closed += 1
 
 
-async def test_supervisor_restarts_a_crashed_dispatcher(caplog: Any) -> None:
-    supervisor = Supervisor(Crashing)  # type: ignore[arg-type]
-    await asyncio.wait_for(supervisor.run(), 10)
+async def test_a_crashed_dispatcher_is_closed_and_restarted_until_it_stops_claiming() -> None:
+    Crashing.runs = Crashing.closed = 0
+    supervisor = Supervisor()
+    runner = DispatcherRunner(Crashing).start(supervisor)  # type: ignore[arg-type]
+    health = supervisor.health[DISPATCHER_TASK]
+    await eventually(lambda: Crashing.runs == 2)
+    assert Crashing.closed == 1  # the crashed one released its claims before the backoff
+    assert (health.restarts, health.last_error) == (1, "RuntimeError: boom")
+    assert health.state is TaskState.RUNNING and supervisor.healthy()
+    # SIGTERM: main() returns, and nothing is started again to claim more.
+    runner.stop_claiming()
+    await eventually(lambda: health.state is TaskState.STOPPED)
+    await asyncio.sleep(0.1)
     assert Crashing.runs == 2
-    assert supervisor.restarts == 1
-    assert "webhook dispatcher crashed" in caplog.text
+    await runner.stop(grace=0)
+    assert Crashing.closed == 2
+    await supervisor.close()
+
+
+async def test_dispatcher_health_is_in_readyz(client: Any) -> None:
+    body = await (await client.get("/readyz")).json()
+    assert body["tasks"][DISPATCHER_TASK] == {
+        "state": "running", "restarts": 0, "last_error": None, "required": True,
+    }
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+async def test_a_cancel_as_the_dispatcher_wakes_is_not_lost(iterations: int) -> None:
+    # The teardown hang of the first try at supervising the dispatcher: stop_claiming() (SIGTERM)
+    # wakes the idle loop, and a cancel a loop iteration later (cleanup stopping the task) was
+    # dropped by Python 3.11's asyncio.wait_for, so the task went on and cleanup waited forever.
+    settings = WebhookSettings(poll_interval=600.0)
+    dispatcher = Dispatcher(None, settings, None)  # type: ignore[arg-type]
+    sleeping = asyncio.create_task(dispatcher._sleep())
+    await asyncio.sleep(0)
+    dispatcher.stop_claiming()
+    for _ in range(iterations):
+        await asyncio.sleep(0)
+    accepted = sleeping.cancel()  # False when it already ended
+    await asyncio.wait_for(asyncio.gather(sleeping, return_exceptions=True), WAIT)
+    assert sleeping.cancelled() or not accepted
