@@ -2,8 +2,9 @@
 
 Each socket is one entry `<socket id>:<user>`. In memory for a single instance; with Redis, a sorted
 set per conversation scored by expiry time, refreshed by the owning instance every `ttl / 3`
-seconds, so the sockets of an instance that died drop out after `ttl`. Join and leave events travel
-as ephemeral frames through the hub; this module only answers "who is here".
+seconds (the supervised task `presence-refresh`, not required for readiness), so the sockets of
+an instance that died drop out after `ttl`. Join and leave events travel as ephemeral frames
+through the hub; this module only answers "who is here".
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chatserver.supervisor import Supervisor
+
 log = logging.getLogger("chatserver.presence")
 
 KEY_PREFIX = "chatserver:presence:"
+REFRESH_TASK = "presence-refresh"
 
 
 class Presence(Protocol):
-    async def start(self) -> None: ...
+    async def start(self, supervisor: Supervisor) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -53,7 +57,7 @@ class LocalEntries:
 
 
 class MemoryPresence(LocalEntries):
-    async def start(self) -> None:
+    async def start(self, supervisor: Supervisor) -> None:
         pass
 
     async def close(self) -> None:
@@ -74,16 +78,15 @@ class RedisPresence(LocalEntries):
         super().__init__()
         self.client = client
         self.ttl = ttl
-        self._refresher: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor | None = None
 
-    async def start(self) -> None:
-        self._refresher = asyncio.create_task(self._refresh_loop(), name="presence-refresh")
+    async def start(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        supervisor.start(REFRESH_TASK, self._refresh_loop, required=False)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        if self._supervisor is not None:
+            await self._supervisor.stop(REFRESH_TASK)
 
     async def add(self, conversation_id: uuid.UUID, socket_id: str, user: str) -> None:
         self.put(conversation_id, socket_id, user)

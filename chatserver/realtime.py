@@ -30,7 +30,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     app[PRESENCE] = presence
     await hub.start()
-    await presence.start()
+    await presence.start(app[SUPERVISOR])
     app[MESSAGES].events = hub
     yield
     app[MESSAGES].events = None

@@ -12,6 +12,7 @@ from chatserver.bus.redis import LISTENER_TASK
 from chatserver.config import Settings
 from chatserver.hub import RECONCILE_TASK
 from chatserver.operations import RECHECK_TASK
+from chatserver.presence import REFRESH_TASK
 from chatserver.supervisor import Supervisor, TaskState
 from chatserver.webhooks.context import DISPATCHER_TASK
 from tests.realtime_helpers import WAIT
@@ -176,9 +177,11 @@ async def test_readyz_lists_every_supervised_task(
     client = await aiohttp_client(create_app(settings.replace(redis={"url": redis_server.url})))
     body = await until_ready(client, listener_is("running"))
     tasks = body["tasks"]
-    assert set(tasks) == {LISTENER_TASK, DISPATCHER_TASK, RECONCILE_TASK, RECHECK_TASK}
+    assert set(tasks) == {LISTENER_TASK, DISPATCHER_TASK, RECONCILE_TASK, RECHECK_TASK,
+                          REFRESH_TASK}
     assert all(t["state"] == "running" and t["restarts"] == 0 for t in tasks.values())
-    assert [name for name, t in tasks.items() if not t["required"]] == [LISTENER_TASK]
+    assert {name for name, t in tasks.items() if not t["required"]} == {LISTENER_TASK,
+                                                                         REFRESH_TASK}
 
 
 async def test_reconciler_restarts_after_an_unexpected_error(
