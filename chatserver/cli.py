@@ -19,6 +19,7 @@ from chatserver.auth import create_api_key
 from chatserver.config import ConfigError, Settings
 from chatserver.demo import create_demo
 from chatserver.eventloop import new_event_loop
+from chatserver.gcpolicy import freeze_startup_objects
 from chatserver.logs import AccessLogger, setup_logging
 from chatserver.shutdown import handler_timeout
 from chatserver.store import api_keys
@@ -64,6 +65,7 @@ def run_serve(settings: Settings, *, reuse_port: bool = False, bootstrap: bool =
     app = create_app(settings)
     if bootstrap:
         app.on_startup.append(bootstrap_key)
+    app.on_startup.append(freeze_startup_objects)
     app[SHUTDOWN].enforce = True  # a real process: exit by the deadline, whatever hangs
     web.run_app(
         app,
