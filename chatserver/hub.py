@@ -69,7 +69,7 @@ class Room:
 
     def broadcast(self, kind: Kind, seq: int, frame: bytes) -> None:
         # One Outgoing per frame: its wire bytes are built once and shared by every socket.
-        outgoing = Outgoing(frame)
+        outgoing = Outgoing(frame, ephemeral=kind is Kind.EPHEMERAL)
         for member in self.members:
             member.offer(kind, seq, outgoing)
         if kind is Kind.MESSAGE and self.on_message is not None:

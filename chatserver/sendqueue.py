@@ -99,7 +99,9 @@ class SocketSender:
         self.transport = transport  # to abort a connection that ignores our close frame
         self.flusher = flusher  # None: frames always go through ws.send_frame
         # A list, not a deque: it is empty nearly always, and an empty deque costs ~600 bytes.
-        self.queue: list[tuple[bool, Outgoing]] = []
+        # The frames themselves, shared with the room's other sockets: queueing one allocates
+        # nothing (a tuple per socket per message was most of what the GC had to walk).
+        self.queue: list[Outgoing] = []
         self.pending: list[tuple[Kind, int, Outgoing]] = []
         self.syncing = True
         self.last_seq = 0
@@ -126,33 +128,33 @@ class SocketSender:
                 return
             self.last_seq = seq
         if len(self.queue) >= self.limit:
-            self._enqueue(frame, ephemeral=kind is Kind.EPHEMERAL)  # the full-queue policy
+            self._enqueue(frame)  # the full-queue policy
             return
         # The common case, once per socket per message: keep it short.
-        self.queue.append((kind is Kind.EPHEMERAL, frame))
+        self.queue.append(frame)
         if not self._marked:
             self._kick()
 
     def push(self, payload: bytes, *, ephemeral: bool = False) -> None:
         """Queue a frame for this socket only (acks, errors, the presence list)."""
-        self._enqueue(Outgoing(payload), ephemeral=ephemeral)
+        self._enqueue(Outgoing(payload, ephemeral=ephemeral))
 
-    def _enqueue(self, frame: Outgoing, *, ephemeral: bool) -> None:
+    def _enqueue(self, frame: Outgoing) -> None:
         if self.closing:
             return
         if len(self.queue) >= self.limit:
-            if ephemeral:
+            if frame.ephemeral:
                 self.dropped += 1
                 return
             if not self._drop_an_ephemeral():
                 self.too_slow()
                 return
-        self.queue.append((ephemeral, frame))
+        self.queue.append(frame)
         self._kick()
 
     def _drop_an_ephemeral(self) -> bool:
-        for i, (ephemeral, _) in enumerate(self.queue):
-            if ephemeral:
+        for i, queued in enumerate(self.queue):
+            if queued.ephemeral:
                 del self.queue[i]
                 self.dropped += 1
                 return True
@@ -207,7 +209,7 @@ class SocketSender:
 
     def _write_queue(self, transport: asyncio.Transport) -> None:
         # bytes.join of a single item returns that item: no copy in the common case.
-        data = b"".join([frame.wire for _, frame in self.queue])
+        data = b"".join([frame.wire for frame in self.queue])
         self.queue.clear()
         transport.write(data)
 
@@ -234,7 +236,7 @@ class SocketSender:
                 while not self.queue:
                     self._wakeup.clear()
                     await self._wakeup.wait()
-                _, frame = self.queue.pop(0)
+                frame = self.queue.pop(0)
                 await self.ws.send_frame(frame.payload, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError) as exc:
             log.debug("socket writer stopped: %r", exc)

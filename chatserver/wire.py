@@ -27,12 +27,14 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class Outgoing:
-    """A frame's JSON payload and, built on first use and then shared, its wire bytes."""
+    """A frame's JSON payload, whether it may be dropped for a slow socket (typing, presence), and,
+    built on first use and then shared, its wire bytes."""
 
-    __slots__ = ("_wire", "payload")
+    __slots__ = ("_wire", "ephemeral", "payload")
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, *, ephemeral: bool = False) -> None:
         self.payload = payload
+        self.ephemeral = ephemeral
         self._wire: bytes | None = None
 
     @property

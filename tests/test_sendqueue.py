@@ -31,8 +31,12 @@ def out(payload: bytes) -> Outgoing:
     return Outgoing(payload)
 
 
+def typing(payload: bytes) -> Outgoing:
+    return Outgoing(payload, ephemeral=True)
+
+
 def queued(sender: SocketSender) -> list[bytes]:
-    return [frame.payload for _, frame in sender.queue]
+    return [frame.payload for frame in sender.queue]
 
 
 def live_sender(limit: int) -> tuple[SocketSender, ClosingSocket]:
@@ -44,10 +48,10 @@ def live_sender(limit: int) -> tuple[SocketSender, ClosingSocket]:
 
 async def test_ephemeral_frames_are_dropped_first() -> None:
     sender, ws = live_sender(3)
-    sender.offer(Kind.EPHEMERAL, 0, out(b"typing-1"))
+    sender.offer(Kind.EPHEMERAL, 0, typing(b"typing-1"))
     sender.offer(Kind.MESSAGE, 1, out(b"m1"))
-    sender.offer(Kind.EPHEMERAL, 0, out(b"typing-2"))
-    sender.offer(Kind.EPHEMERAL, 0, out(b"typing-3"))  # full: dropped
+    sender.offer(Kind.EPHEMERAL, 0, typing(b"typing-2"))
+    sender.offer(Kind.EPHEMERAL, 0, typing(b"typing-3"))  # full: dropped
     sender.offer(Kind.MESSAGE, 2, out(b"m2"))  # full: typing-1 makes room
     assert queued(sender) == [b"m1", b"typing-2", b"m2"]
     assert sender.dropped == 2 and not sender.closing
