@@ -55,6 +55,10 @@ class DatabaseSettings:
     pool_min_size: int = 2
     pool_max_size: int = 20
     command_timeout: float = 30.0
+    plan_cache_mode: str = field(default="force_custom_plan", metadata={
+        "choices": ("force_custom_plan", "auto", "force_generic_plan")})
+    synchronous_commit: str = field(default="on", metadata={
+        "choices": ("on", "remote_apply", "remote_write", "local", "off")})
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from chatserver.api.routes import ROUTES
 from chatserver.app import create_app, run_migrations
 from chatserver.appkeys import DB_POOL
 from chatserver.auth import create_api_key
-from chatserver.config import Settings
+from chatserver.config import DatabaseSettings, Settings
 from chatserver.db.dsn import with_database
+from chatserver.db.pool import create_pool
 from chatserver.openapi.document import build_document
 from chatserver.openapi.operations import OPERATIONS
 from chatserver.webhooks.dispatcher import Dispatcher
@@ -217,10 +218,23 @@ def test_socket_error_frame_names_unavailable() -> None:
 
 
 async def test_acknowledged_means_durably_committed(client: Any) -> None:
-    # Acks and 201s are sent after COMMIT returns, and the server never relaxes durability: its
-    # connections run with Postgres' default synchronous_commit = on (the WAL is flushed first).
+    # Acks and 201s are sent after COMMIT returns, and by default the server never relaxes
+    # durability: its connections run with synchronous_commit = on (the WAL is flushed first).
     async with client.app[DB_POOL].acquire() as conn:
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+
+
+async def test_relaxed_durability_is_an_explicit_setting(database_url: str) -> None:
+    settings = DatabaseSettings(pool_min_size=1, pool_max_size=1, synchronous_commit="off",
+                                plan_cache_mode="auto")
+    pool = await create_pool(database_url, settings)
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+            assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await pool.close()
 
 
 async def test_an_outcome_is_recorded_once_postgres_is_back(

@@ -1,4 +1,5 @@
-"""The asyncpg pool: JSON and JSONB decoded with orjson, one setup for every connection.
+"""The asyncpg pool: JSON and JSONB decoded with orjson, one setup for every connection, and the
+session settings of `[database]` (plan_cache_mode, synchronous_commit) on every connection.
 
 A released connection is not reset with asyncpg's default reset query (advisory unlock, CLOSE ALL,
 UNLISTEN *, RESET ALL: a round trip on every release, ~10 % of the write path's CPU). Nothing here
@@ -37,6 +38,8 @@ async def create_pool(dsn: str, settings: DatabaseSettings) -> asyncpg.Pool:
         command_timeout=settings.command_timeout,
         init=init_connection,
         reset=keep_session,
+        server_settings={"plan_cache_mode": settings.plan_cache_mode,
+                         "synchronous_commit": settings.synchronous_commit},
     )
     assert pool is not None
     return pool
