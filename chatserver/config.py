@@ -225,9 +225,10 @@ def _check_value(label: str, fld: dataclasses.Field[Any], value: Any) -> None:
     if choices and value not in choices:
         raise ConfigError(f"{label}: must be one of {', '.join(choices)}, got {value!r}")
     check_each = fld.metadata.get("each")  # of every item of a list: its problem, or None
-    for item in value if check_each else ():
-        if (problem := check_each(item)) is not None:
-            raise ConfigError(f"{label}: {problem}")
+    if check_each is not None:
+        for item in value:
+            if (problem := check_each(item)) is not None:
+                raise ConfigError(f"{label}: {problem}")
 
 
 def _parse_env(label: str, typ: Any, text: str) -> Any:

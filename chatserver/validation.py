@@ -35,7 +35,7 @@ def check_json_value(value: Any, max_depth: int, path: str = "") -> list[tuple[s
                 continue
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             for key, child in pairs:
-                if isinstance(item, dict) and "\x00" in key:
+                if isinstance(key, str) and "\x00" in key:
                     problems.append((name, "keys must not contain NUL characters"))
                 child_path = f"{where}.{key}" if where else str(key)
                 if isinstance(item, list):

@@ -37,10 +37,12 @@ class FramePipeline:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if task.cancelled() or task.exception() is None or self.error is not None:
+        if task.cancelled():
             return
-        self.error = task.exception()
-        self.on_failure(self.error)
+        error = task.exception()  # retrieved even when it is not the first (no asyncio warning)
+        if error is not None and self.error is None:
+            self.error = error
+            self.on_failure(error)
 
     async def finish(self) -> None:
         """Wait for the frames in flight; raise the first failure, if any."""
