@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -122,20 +122,6 @@ def _credential_fragments(url: str) -> set[str]:
     if userinfo:
         fragments |= {userinfo + "@", f"{parsed.raw_user}:{parsed.raw_password}@"}
     return fragments
-
-
-def without_credentials(url: str) -> str:
-    """`url` without its user info and query, which may carry the receiver's tokens: what an
-    error text (logged, and kept in the delivery log) may show."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-    except ValueError:
-        return "<callback_url>"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _connector_error(exc: aiohttp.ClientConnectorError) -> str:

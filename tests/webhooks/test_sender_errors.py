@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chatserver.config import WebhookSettings
-from chatserver.webhooks.sender import WebhookSender, without_credentials
+from chatserver.webhooks.sender import WebhookSender
 
 SECRET = "s3cret-token"
 
@@ -43,8 +43,3 @@ async def test_error_text_has_no_query_or_user_info(garbage_server: int) -> None
     assert SECRET not in result.error, result.error
     assert f"127.0.0.1:{garbage_server}/in" in result.error  # where it failed is still said
 
-
-def test_without_credentials() -> None:
-    assert without_credentials("https://u:p@h.example:8443/a/b?t=1#f") == "https://h.example:8443/a/b"
-    assert without_credentials("http://[::1]/x?y") == "http://[::1]/x"
-    assert without_credentials("http://[bad") == "<callback_url>"
