@@ -120,14 +120,15 @@ class Room:
 
 class Hub:
     def __init__(
-        self, pool: asyncpg.Pool, bus: Bus, settings: RealtimeSettings, supervisor: Supervisor
+        self, pool: asyncpg.Pool, bus: Bus, settings: RealtimeSettings, supervisor: Supervisor,
+        *, flush_interval: float = 0.0,
     ) -> None:
         self.pool = pool
         self.bus = bus
         self.settings = settings
         self.supervisor = supervisor
         self.node = uuid.uuid4().hex
-        self.flusher = Flusher()  # writes each local socket's queued frames with one write
+        self.flusher = Flusher(flush_interval)  # each local socket's queued frames, one write
         self.rooms: dict[uuid.UUID, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_now = asyncio.Event()

@@ -25,8 +25,8 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         else MemoryPresence()
     )
     app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret))
-    hub = Hub(pool, bus, options, app[SUPERVISOR])
-    hub.flusher.interval = settings.performance.fanout_flush_interval
+    hub = Hub(pool, bus, options, app[SUPERVISOR],
+              flush_interval=settings.performance.fanout_flush_interval)
     app[HUB] = hub
     app[PRESENCE] = presence
     await hub.start()
