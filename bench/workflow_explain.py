@@ -10,11 +10,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-
-from chatserver.db.dsn import with_database
-from chatserver.db.pool import init_connection
-from chatserver.store.workflow_conversations import SELECT_USER_PAGE, SELECT_USER_RUNNING_PAGE
-from tests import services
 from tests.test_workflows_explain import (
     CURSOR,
     FILL,
@@ -25,6 +20,11 @@ from tests.test_workflows_explain import (
     USER,
     literal,
 )
+
+from chatserver.db.dsn import with_database
+from chatserver.db.pool import init_connection
+from chatserver.store.workflow_conversations import SELECT_USER_PAGE, SELECT_USER_RUNNING_PAGE
+from tests import services
 
 CASES = [
     ("a user's first page (100 rows in all)", SELECT_USER_PAGE, (USER, None, None, None, 51)),

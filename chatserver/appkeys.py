@@ -6,19 +6,19 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from chatserver.auth import Principal
+from chatserver.auth.keycache import KeyCache
+from chatserver.auth.keys import Principal
+from chatserver.auth.tokens import TokenSigner
 from chatserver.config import Settings
-from chatserver.conversations import ConversationService
-from chatserver.hub import Hub
-from chatserver.keycache import KeyCache
-from chatserver.messages import MessageService
 from chatserver.metrics import Metrics
-from chatserver.presence import Presence
 from chatserver.ratelimit import KeyedLimiter
-from chatserver.shutdown import Shutdown
-from chatserver.socketguard import SocketRegistry
-from chatserver.supervisor import Supervisor
-from chatserver.tokens import TokenSigner
+from chatserver.realtime.guard import SocketRegistry
+from chatserver.realtime.hub import Hub
+from chatserver.realtime.presence import Presence
+from chatserver.server.shutdown import Shutdown
+from chatserver.server.supervisor import Supervisor
+from chatserver.services.conversations import ConversationService
+from chatserver.services.messages import MessageService
 from chatserver.webhooks.service import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)

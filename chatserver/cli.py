@@ -13,18 +13,19 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from chatserver.app import create_app, resolve_dsn, run_migrations
+from chatserver.app import create_app
 from chatserver.appkeys import DB_POOL, SETTINGS, SHUTDOWN
-from chatserver.auth import create_api_key
+from chatserver.auth.keys import create_api_key
 from chatserver.config import ConfigError, Settings
+from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.demo import create_demo
-from chatserver.eventloop import new_event_loop
-from chatserver.gcpolicy import freeze_startup_objects
-from chatserver.logs import AccessLogger, setup_logging
-from chatserver.shutdown import handler_timeout
+from chatserver.server.eventloop import new_event_loop
+from chatserver.server.gcpolicy import freeze_startup_objects
+from chatserver.server.logs import AccessLogger, setup_logging
+from chatserver.server.processes import run_workers
+from chatserver.server.shutdown import handler_timeout
 from chatserver.store import api_keys
 from chatserver.webhooks.context import run_worker
-from chatserver.workers import run_workers
 
 DEFAULT_CONFIG = "config.toml"
 BOOTSTRAP_LOCK_ID = 7_295_002

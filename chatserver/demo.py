@@ -12,12 +12,12 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from chatserver.app import resolve_dsn, run_migrations
-from chatserver.auth import Principal
+from chatserver.auth.keys import Principal
+from chatserver.auth.tokens import TokenSigner, load_secret
 from chatserver.config import Settings
-from chatserver.conversations import ConversationService
+from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.db.pool import create_pool
-from chatserver.tokens import TokenSigner, load_secret
+from chatserver.services.conversations import ConversationService
 
 DEMO_PRINCIPAL = Principal(name="demo", team_id=None)
 

@@ -21,9 +21,9 @@ from chatserver.appkeys import DB_POOL, HUB, METRICS, SETTINGS, SOCKETS, SUPERVI
 from chatserver.bus import Bus, BusState
 from chatserver.bus.redis import LISTENER_TASK
 from chatserver.metrics import CountCollector, Metrics, StateCollector
-from chatserver.socketguard import SocketRegistry
+from chatserver.realtime.guard import SocketRegistry
+from chatserver.server.supervisor import Supervisor
 from chatserver.store import webhooks as webhook_store
-from chatserver.supervisor import Supervisor
 
 log = logging.getLogger("chatserver.operations")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,17 +12,17 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from chatserver.app import create_app
-from chatserver.auth import create_api_key
+from chatserver.auth.keys import create_api_key
 from chatserver.config import Settings
 from chatserver.db.dsn import with_database
 from chatserver.db.pool import init_connection
-from tests import services
+from tests import databases
 from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
 def postgres_admin_dsn() -> Iterator[str]:
-    handle, dsn = services.start_test_postgres()
+    handle, dsn = databases.start_test_postgres()
     yield dsn
     if handle is not None:
         handle.cleanup()  # type: ignore[attr-defined]
@@ -37,14 +38,14 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def template_database(postgres_admin_dsn: str) -> str:
-    return asyncio.run(services.create_template(postgres_admin_dsn))
+    return asyncio.run(databases.create_template(postgres_admin_dsn))
 
 
 @pytest.fixture
 async def database_url(postgres_admin_dsn: str, template_database: str) -> AsyncIterator[str]:
-    name = await services.create_test_database(postgres_admin_dsn, template_database)
+    name = await databases.create_test_database(postgres_admin_dsn, template_database)
     yield with_database(postgres_admin_dsn, name)
-    await services.drop_database(postgres_admin_dsn, name)
+    await databases.drop_database(postgres_admin_dsn, name)
 
 
 @pytest.fixture
@@ -59,6 +60,11 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await init_connection(conn)
     yield conn
     await conn.close()
+
+
+def next_link(headers: Any) -> str | None:
+    link = headers.get("Link")
+    return re.match(r"<([^>]+)>; rel=\"next\"", link)[1] if link else None
 
 
 class Api:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import CONVERSATIONS, SETTINGS, principal
-from chatserver.conversations import parse_id
+from chatserver.services.conversations import parse_id
 from chatserver.validation import read_json_object
 
 

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import MESSAGES, METRICS, SETTINGS, principal
-from chatserver.conversations import parse_id
 from chatserver.problems import ValidationProblem
+from chatserver.services.conversations import parse_id
 from chatserver.validation import query_int, read_json_object
 
 

@@ -7,9 +7,9 @@ import math
 from aiohttp import web
 
 from chatserver.appkeys import DB_POOL, KEY_CACHE, METRICS, PRINCIPAL, RATE_LIMITER, TOKENS
-from chatserver.auth import bearer_token
+from chatserver.auth.keys import bearer_token
+from chatserver.auth.tokens import authenticate
 from chatserver.problems import Handler, Problem, unauthorized
-from chatserver.tokens import authenticate
 
 # Route names (without the "api." prefix) that anyone may call. The websocket authenticates itself
 # (it answers with close codes, which browsers can read, instead of HTTP statuses). "index" and

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver import ws
 from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
 from chatserver.api import metrics as metrics_api
 from chatserver.api.static import setup_static
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
 from chatserver.openapi.document import build_document
 from chatserver.openapi.validate import compile_validators
+from chatserver.realtime import ws
 
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from chatserver.api.responses import json_response
 from chatserver.appkeys import CONVERSATIONS, SETTINGS, TOKENS, principal
-from chatserver.conversations import parse_id
 from chatserver.models import iso
+from chatserver.services.conversations import parse_id
 from chatserver.validation import Fields, read_json_object
 
 USER_MAX = 200

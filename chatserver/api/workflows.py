@@ -9,8 +9,8 @@ from aiohttp import web
 from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import DB_POOL, SETTINGS, principal
 from chatserver.problems import ValidationProblem
+from chatserver.services.workflows import NotFound, WorkflowConversationManager, parse_id
 from chatserver.validation import read_json_object
-from chatserver.workflows import NotFound, WorkflowConversationManager, parse_id
 
 
 def manager(request: web.Request) -> WorkflowConversationManager:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from chatserver.supervisor import Supervisor
+from chatserver.server.supervisor import Supervisor
 
 
 class BusState(StrEnum):

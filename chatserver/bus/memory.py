@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from chatserver.bus.base import BusHandler, BusState
-from chatserver.supervisor import Supervisor
+from chatserver.server.supervisor import Supervisor
 
 
 class MemoryBus:

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from chatserver.bus.base import BusHandler, BusState
-from chatserver.supervisor import Supervisor
+from chatserver.server.supervisor import Supervisor
 
 log = logging.getLogger("chatserver.bus")
 

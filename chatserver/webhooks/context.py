@@ -28,8 +28,10 @@ from chatserver.appkeys import (
     WEBHOOKS,
 )
 from chatserver.config import Settings
+from chatserver.db.bootstrap import resolve_dsn, run_migrations
+from chatserver.db.pool import create_pool
 from chatserver.metrics import Metrics
-from chatserver.supervisor import Supervisor
+from chatserver.server.supervisor import Supervisor
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from chatserver.webhooks.service import WebhookService
@@ -119,10 +121,6 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """`chatserver worker`: a supervised dispatcher until SIGINT/SIGTERM (or, burst, idle)."""
-    # Imported here: chatserver.app imports this module for its cleanup context.
-    from chatserver.app import resolve_dsn, run_migrations
-    from chatserver.db.pool import create_pool
-
     dsn = await resolve_dsn(settings)
     await run_migrations(dsn)
     pool = await create_pool(dsn, settings.database)

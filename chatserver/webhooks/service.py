@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 
-from chatserver.auth import Principal
+from chatserver.auth.keys import Principal
 from chatserver.config import WebhookSettings
-from chatserver.conversations import ConversationService
 from chatserver.models import iso
 from chatserver.problems import Problem, not_found
+from chatserver.services.conversations import ConversationService
 from chatserver.store import webhooks as store
 from chatserver.webhooks.dispatcher import job_body, job_secrets
 from chatserver.webhooks.outbox import WEBHOOK_TEST, event

@@ -8,8 +8,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.conftest import Api
-from tests.test_messages_api import next_link
+from tests.conftest import Api, next_link
 from tests.webhooks.helpers import (
     Receiver,
     eventually,

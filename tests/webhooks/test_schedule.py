@@ -12,13 +12,13 @@ import pytest
 
 from chatserver.app import create_app
 from chatserver.config import WebhookSettings
-from chatserver.supervisor import Supervisor, TaskState
+from chatserver.server.supervisor import Supervisor, TaskState
 from chatserver.webhooks.context import DISPATCHER_TASK, DispatcherRunner
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.schedule import Verdict, decide, jittered, parse_retry_after
 from chatserver.webhooks.sender import AttemptResult
 from tests.conftest import Api
-from tests.realtime_helpers import WAIT
+from tests.realtime.helpers import WAIT
 from tests.webhooks.helpers import eventually, start_receiver, webhook_settings
 
 SETTINGS = WebhookSettings(schedule=(5.0, 300.0), jitter=0.0, backoff_floor=60.0)

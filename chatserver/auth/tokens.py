@@ -1,0 +1,75 @@
+"""Browser tokens: short-lived HS256 JWTs scoped to one conversation and one user.
+
+The signing secret is `[realtime] token_secret` when set, otherwise one generated on first start
+and kept in Postgres, so a token minted by any instance works on every other. A token's principal
+carries its conversation, which limits it to that conversation's socket and history.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import jwt
+
+from chatserver.auth.keycache import KeyCache
+from chatserver.auth.keys import KEY_SCHEME, Principal, principal_for_key
+from chatserver.store import secrets as secret_store
+
+ALGORITHM = "HS256"
+AUDIENCE = "chatserver"
+SECRET_NAME = "browser_tokens"
+
+
+async def load_secret(pool: asyncpg.Pool, configured: str) -> bytes:
+    if configured:
+        return configured.encode()
+    async with pool.acquire() as conn:
+        return await secret_store.get_or_create_secret(conn, SECRET_NAME, secrets.token_bytes(64))
+
+
+class TokenSigner:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def issue(
+        self, conversation_id: uuid.UUID, user: str, team_id: int | None, ttl: int
+    ) -> tuple[str, datetime]:
+        now = datetime.now(UTC)
+        expires_at = now + timedelta(seconds=ttl)
+        claims: dict[str, Any] = {
+            "aud": AUDIENCE, "sub": user, "cid": conversation_id.hex, "team": team_id,
+            "iat": now, "exp": expires_at,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires_at
+
+    def verify(self, token: str) -> Principal | None:
+        """The token's principal, or None for a bad, foreign or expired token."""
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], audience=AUDIENCE,
+                options={"require": ["exp", "sub", "cid"]},
+            )
+            conversation_id = uuid.UUID(hex=claims["cid"])
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            return None
+        team = claims.get("team")
+        return Principal(
+            name=str(claims["sub"]), team_id=team if isinstance(team, int) else None,
+            conversation_id=conversation_id, expires_at=float(claims["exp"]),
+        )
+
+
+async def authenticate(
+    pool: asyncpg.Pool, signer: TokenSigner, credential: str, keys: KeyCache | None = None,
+) -> Principal | None:
+    """An API key's or a browser token's principal; None when neither checks out."""
+    if credential.startswith(KEY_SCHEME):
+        if keys is not None:
+            return await keys.principal(pool, credential)
+        async with pool.acquire() as conn:
+            return await principal_for_key(conn, credential)
+    return signer.verify(credential)

@@ -1,0 +1,143 @@
+"""Websocket admission and policing: Origin check, socket caps, frame rate, credential re-checks.
+
+Every refusal happens after the upgrade, as a close code a browser can read:
+4403 an Origin outside `[realtime] allowed_origins`, 1013 the instance is full
+(`[limits] max_sockets_per_instance`), 4429 the conversation is full on this instance
+(`[limits] max_sockets_per_conversation`). An open socket that sends frames faster than
+`[limits] socket_frames_per_second` gets `rate_limited` error frames and stays open.
+
+Each heartbeat interval one query checks the API keys of every open socket on the instance; sockets
+whose key was revoked, or whose browser token expired, are closed with 4401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+from aiohttp import WSCloseCode
+
+from chatserver.auth.keys import Principal
+from chatserver.config import LimitSettings
+from chatserver.metrics import Metrics
+from chatserver.problems import Problem
+from chatserver.ratelimit import TokenBucket
+from chatserver.store import api_keys
+
+log = logging.getLogger("chatserver.realtime.ws")
+
+CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_CONVERSATION_FULL = 4429
+CLOSE_INSTANCE_FULL = int(WSCloseCode.TRY_AGAIN_LATER)  # 1013
+CLOSE_CREDENTIALS_GONE = 4401
+CREDENTIALS_GONE_REASON = "credentials revoked or expired"
+
+
+class Closable(Protocol):
+    async def shut(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(eq=False)
+class OpenSocket:
+    """One admitted socket: whose credentials opened it, on which conversation."""
+
+    conversation_id: uuid.UUID
+    principal: Principal
+    member: Closable
+
+
+def origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:
+    """Empty `allowed` lets any origin in; otherwise the Origin header must be listed exactly
+    (clients that send no Origin, such as servers, are not browsers and are let in)."""
+    return not allowed or origin is None or origin in allowed or "*" in allowed
+
+
+class RateLimited(Problem):
+    """A socket sent frames faster than its limit; `retry_after` is in seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(429, "too many frames on this socket; slow down", code="rate_limited")
+        self.retry_after = math.ceil(retry_after * 1000) / 1000
+
+
+class FrameLimiter:
+    """One socket's token bucket (off when the rate is 0)."""
+
+    def __init__(self, limits: LimitSettings, metrics: Metrics) -> None:
+        rate = limits.socket_frames_per_second
+        self.bucket = TokenBucket(rate, max(limits.socket_frame_burst, 1)) if rate > 0 else None
+        self.metrics = metrics
+
+    def take(self) -> float:
+        """0 when the frame may be handled, else the seconds until the next one may."""
+        if self.bucket is None:
+            return 0.0
+        wait = self.bucket.take(time.monotonic())
+        if wait:
+            self.metrics.rate_limited.labels("socket_frames").inc()
+        return wait
+
+
+class SocketRegistry:
+    """The instance's open sockets, counted per conversation, with the open-sockets gauge."""
+
+    def __init__(self, limits: LimitSettings, metrics: Metrics) -> None:
+        self.limits = limits
+        self.metrics = metrics
+        self.sockets: set[OpenSocket] = set()
+        self.per_conversation: Counter[uuid.UUID] = Counter()
+
+    def admit(self, sock: OpenSocket) -> tuple[int, str] | None:
+        """Add the socket, or the (close code, reason) to refuse it with."""
+        per_instance = self.limits.max_sockets_per_instance
+        if per_instance and len(self.sockets) >= per_instance:
+            return CLOSE_INSTANCE_FULL, "this instance has no room for more sockets; retry later"
+        per_conversation = self.limits.max_sockets_per_conversation
+        if per_conversation and self.per_conversation[sock.conversation_id] >= per_conversation:
+            return CLOSE_CONVERSATION_FULL, "too many sockets on this conversation"
+        self.sockets.add(sock)
+        self.per_conversation[sock.conversation_id] += 1
+        self.metrics.sockets_open.inc()
+        return None
+
+    def discard(self, sock: OpenSocket) -> None:
+        if sock not in self.sockets:
+            return
+        self.sockets.discard(sock)
+        self.per_conversation[sock.conversation_id] -= 1
+        if self.per_conversation[sock.conversation_id] <= 0:
+            del self.per_conversation[sock.conversation_id]
+        self.metrics.sockets_open.dec()
+
+    async def recheck(self, pool: asyncpg.Pool) -> int:
+        """Close the sockets whose key is revoked or whose token expired; how many were closed."""
+        now = time.time()
+        sockets = list(self.sockets)
+        key_ids = list({s.principal.key_id for s in sockets if s.principal.key_id is not None})
+        active: set[uuid.UUID] = set()
+        if key_ids:
+            async with pool.acquire() as conn:
+                active = await api_keys.active_among(conn, key_ids)
+        gone = [s for s in sockets if _gone(s.principal, active, now)]
+        for sock in gone:
+            self.discard(sock)
+        if gone:
+            log.info("closing %d websocket(s) whose credentials were revoked or expired", len(gone))
+            await asyncio.gather(
+                *(s.member.shut(CLOSE_CREDENTIALS_GONE, CREDENTIALS_GONE_REASON) for s in gone),
+                return_exceptions=True,
+            )
+        return len(gone)
+
+
+def _gone(who: Principal, active_keys: set[uuid.UUID], now: float) -> bool:
+    if who.key_id is not None:
+        return who.key_id not in active_keys
+    return who.expires_at is not None and who.expires_at <= now

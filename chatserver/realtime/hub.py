@@ -1,0 +1,317 @@
+"""The hub: this instance's rooms (conversation -> local sockets), ordered delivery and gap filling.
+
+Every message reaches a room twice at most: directly when this instance committed it, or from the
+bus when another did; and from Postgres when it is late. A room keeps the next seq it expects and
+delivers strictly in seq order: an early arrival waits `gap_wait` seconds for the missing ones, then
+the room reads them from Postgres. A periodic reconciliation compares every active room with its
+conversation's `last_seq` (one query for all rooms) and fills what an instance committed but never
+published; it also runs at once whenever the bus reconnects. It is the Supervisor's "hub-reconcile"
+task: restarted with backoff if it fails in a way it does not expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import asyncpg
+
+from chatserver.bus import Bus
+from chatserver.config import RealtimeSettings
+from chatserver.models import message_json
+from chatserver.realtime.frames import Envelope, Kind, message_frame, updated_frame
+from chatserver.realtime.sendqueue import Flusher
+from chatserver.realtime.wire import Outgoing
+from chatserver.server.supervisor import Supervisor
+from chatserver.store import conversations as conversation_store
+from chatserver.store import messages as message_store
+
+log = logging.getLogger("chatserver.realtime.hub")
+
+FILL_PAGE = 500
+RECONCILE_TASK = "hub-reconcile"
+
+
+class MessageEvents(Protocol):
+    """What the message service tells after a commit."""
+
+    async def message_created(self, message: dict[str, Any]) -> None: ...
+
+    async def message_updated(self, message: dict[str, Any]) -> None: ...
+
+
+class Member(Protocol):
+    """A local socket as the hub sees it."""
+
+    def offer(self, kind: Kind, seq: int, frame: Outgoing) -> None: ...
+
+    async def shut(self, code: int, reason: str) -> None: ...
+
+
+class Room:
+    """One conversation's local sockets and its delivery cursor."""
+
+    def __init__(self, conversation_id: uuid.UUID, on_message: Any = None) -> None:
+        self.on_message = on_message  # metrics: (frame, sockets) once per message delivered
+        self.id = conversation_id
+        self.topic = conversation_id.hex
+        self.members: set[Member] = set()
+        self.delivered: int | None = None  # None until the room has read last_seq
+        self.initialized = asyncio.Event()
+        self.early: dict[int, bytes] = {}
+        self.deferred_updates: list[tuple[int, bytes]] = []
+        self.fill_lock = asyncio.Lock()
+        self.gap_timer: asyncio.TimerHandle | None = None
+
+    def broadcast(self, kind: Kind, seq: int, frame: bytes) -> None:
+        # One Outgoing per frame: its wire bytes are built once and shared by every socket.
+        outgoing = Outgoing(frame, ephemeral=kind is Kind.EPHEMERAL)
+        for member in self.members:
+            member.offer(kind, seq, outgoing)
+        if kind is Kind.MESSAGE and self.on_message is not None:
+            self.on_message(frame, len(self.members))
+
+    def accept(self, seq: int, frame: bytes) -> bool:
+        """Take message `seq`; True when a gap is left behind it (something is missing)."""
+        if self.delivered is None:
+            self.early[seq] = frame
+            return False
+        if seq <= self.delivered:
+            return False
+        self.early[seq] = frame
+        self._advance()
+        return bool(self.early)
+
+    def start(self, last_seq: int) -> bool:
+        self.delivered = last_seq
+        self.initialized.set()
+        self._advance()
+        return bool(self.early)
+
+    def _advance(self) -> None:
+        assert self.delivered is not None
+        for seq in [s for s in self.early if s <= self.delivered]:
+            del self.early[seq]
+        while (frame := self.early.pop(self.delivered + 1, None)) is not None:
+            self.delivered += 1
+            self.broadcast(Kind.MESSAGE, self.delivered, frame)
+        self._flush_updates()
+
+    def update(self, seq: int, frame: bytes) -> None:
+        self.deferred_updates.append((seq, frame))
+        self._flush_updates()
+
+    def _flush_updates(self) -> None:
+        # An update waits until its message went out, so no socket sees a change before the message.
+        if self.delivered is None or not self.deferred_updates:
+            return
+        waiting = []
+        for seq, frame in self.deferred_updates:
+            if seq <= self.delivered:
+                self.broadcast(Kind.UPDATE, seq, frame)
+            else:
+                waiting.append((seq, frame))
+        self.deferred_updates = waiting
+
+
+class Hub:
+    def __init__(
+        self, pool: asyncpg.Pool, bus: Bus, settings: RealtimeSettings, supervisor: Supervisor,
+        *, flush_interval: float = 0.0,
+    ) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.settings = settings
+        self.supervisor = supervisor
+        self.node = uuid.uuid4().hex
+        self.flusher = Flusher(flush_interval)  # each local socket's queued frames, one write
+        self.rooms: dict[uuid.UUID, Room] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconcile_now = asyncio.Event()
+        self.on_message: Any = None  # passed to every room (see Room.on_message)
+
+    async def start(self) -> None:
+        await self.bus.connect(self, self.supervisor)
+        self.supervisor.start(RECONCILE_TASK, self._reconcile_loop)
+
+    async def close(self) -> None:
+        await self.supervisor.stop(RECONCILE_TASK)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for room in self.rooms.values():
+            if room.gap_timer is not None:
+                room.gap_timer.cancel()
+        await self.bus.close()
+
+    async def shut_all(self, code: int, reason: str) -> None:
+        """Close every local socket (on shutdown: 1001 going away)."""
+        members = [m for room in self.rooms.values() for m in room.members]
+        await asyncio.gather(*(m.shut(code, reason) for m in members), return_exceptions=True)
+
+    # --- sockets joining and leaving -------------------------------------------------------------
+
+    async def join(self, conversation_id: uuid.UUID, member: Member) -> int:
+        """Add a socket to its room; the room's delivered seq (live frames above it follow)."""
+        room = self.rooms.get(conversation_id)
+        if room is None:
+            room = self.rooms[conversation_id] = Room(conversation_id, self.on_message)
+            room.members.add(member)
+            await self._open(room)
+        else:
+            room.members.add(member)
+            await room.initialized.wait()
+        if room.delivered is None:  # the socket that opened the room failed to
+            room.members.discard(member)
+            raise ConnectionError(f"room {room.topic} could not be opened")
+        return room.delivered
+
+    async def _open(self, room: Room) -> None:
+        # Follow the topic before reading last_seq, so nothing published in between is lost.
+        try:
+            await self.bus.subscribe(room.topic)
+            async with self.pool.acquire() as conn:
+                rows = await conversation_store.get_last_seqs(conn, [room.id])
+        except BaseException:
+            self.rooms.pop(room.id, None)
+            room.initialized.set()
+            raise
+        last_seq = rows[0]["last_seq"] if rows else 0
+        if room.start(last_seq):
+            self._schedule_gap_fill(room)
+
+    async def leave(self, conversation_id: uuid.UUID, member: Member) -> None:
+        room = self.rooms.get(conversation_id)
+        if room is None:
+            return
+        room.members.discard(member)
+        if not room.members and room.initialized.is_set():
+            del self.rooms[conversation_id]
+            if room.gap_timer is not None:
+                room.gap_timer.cancel()
+            await self.bus.unsubscribe(room.topic)
+
+    # --- publishing (called after commit) --------------------------------------------------------
+
+    async def message_created(self, message: dict[str, Any]) -> None:
+        await self._publish(message["conversation_id"], Kind.MESSAGE, message["seq"],
+                            message_frame(message))
+
+    async def message_updated(self, message: dict[str, Any]) -> None:
+        await self._publish(message["conversation_id"], Kind.UPDATE, message["seq"],
+                            updated_frame(message))
+
+    async def ephemeral(self, conversation_id: uuid.UUID, frame: bytes) -> None:
+        await self._publish(conversation_id.hex, Kind.EPHEMERAL, 0, frame)
+
+    async def _publish(self, topic: str, kind: Kind, seq: int, frame: bytes) -> None:
+        # Local sockets first, so they get it even when the bus is down; then exactly one publish.
+        self._dispatch(uuid.UUID(hex=topic), kind, seq, frame)
+        await self.bus.publish(topic, Envelope(self.node, kind, seq, frame).encode())
+
+    # --- the bus calls these ---------------------------------------------------------------------
+
+    def on_payload(self, topic: str, payload: bytes) -> None:
+        try:
+            envelope = Envelope.decode(payload)
+            conversation_id = uuid.UUID(hex=topic)
+        except ValueError:
+            log.warning("dropped a malformed bus payload on %s", topic)
+            return
+        if envelope.node != self.node:
+            self._dispatch(conversation_id, envelope.kind, envelope.seq, envelope.frame)
+
+    def on_reconnect(self) -> None:
+        log.info("bus reconnected; reconciling %d rooms from Postgres", len(self.rooms))
+        self._reconcile_now.set()
+
+    def _dispatch(self, conversation_id: uuid.UUID, kind: Kind, seq: int, frame: bytes) -> None:
+        room = self.rooms.get(conversation_id)
+        if room is None:
+            return
+        if kind is Kind.MESSAGE:
+            if room.accept(seq, frame):
+                self._schedule_gap_fill(room)
+        elif kind is Kind.UPDATE:
+            room.update(seq, frame)
+        else:
+            room.broadcast(kind, seq, frame)
+
+    # --- filling gaps from Postgres --------------------------------------------------------------
+
+    def _schedule_gap_fill(self, room: Room) -> None:
+        if room.gap_timer is None:
+            loop = asyncio.get_running_loop()
+            room.gap_timer = loop.call_later(self.settings.gap_wait, self._gap_due, room)
+
+    def _gap_due(self, room: Room) -> None:
+        room.gap_timer = None
+        if room.early and self.rooms.get(room.id) is room:
+            log.info("gap in %s after seq %s; filling from Postgres", room.topic, room.delivered)
+            self._spawn(self.fill(room))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def fill(self, room: Room, up_to: int | None = None) -> None:
+        """Read from Postgres every message after the room's cursor (up to `up_to`) and deliver."""
+        async with room.fill_lock:
+            try:
+                await self._fill_pages(room, up_to)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("filling %s from Postgres failed: %r", room.topic, exc)
+        if room.early and self.rooms.get(room.id) is room:
+            self._schedule_gap_fill(room)
+
+    async def _fill_pages(self, room: Room, up_to: int | None) -> None:
+        while room.delivered is not None and (up_to is None or room.delivered < up_to):
+            async with self.pool.acquire() as conn:
+                rows = await message_store.list_messages(
+                    conn, room.id, before=None, after=room.delivered, limit=FILL_PAGE,
+                    ascending=True,
+                )
+            for row in rows:
+                room.accept(row["seq"], message_frame(message_json(row)))
+            if len(rows) < FILL_PAGE:
+                return
+
+    # --- reconciliation --------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a cancel.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.reconcile_interval):
+                    await self._reconcile_now.wait()
+            self._reconcile_now.clear()
+            try:
+                await self.reconcile()
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("reconciliation failed: %r", exc)
+
+    async def reconcile(self) -> None:
+        """One query for every active room's last_seq; fill the rooms that fell behind."""
+        rooms = [r for r in self.rooms.values() if r.delivered is not None]
+        if not rooms:
+            return
+        async with self.pool.acquire() as conn:
+            rows = await conversation_store.get_last_seqs(conn, [r.id for r in rooms])
+        behind = _behind(rooms, {row["id"]: row["last_seq"] for row in rows})
+        for room, last_seq in behind:
+            log.info("room %s is behind (%s < %s); filling", room.topic, room.delivered, last_seq)
+        await asyncio.gather(*(self.fill(room, last_seq) for room, last_seq in behind))
+
+
+def _behind(rooms: Iterable[Room], last_seqs: dict[uuid.UUID, int]) -> list[tuple[Room, int]]:
+    return [
+        (room, last_seqs[room.id]) for room in rooms
+        if room.id in last_seqs and room.delivered is not None
+        and room.delivered < last_seqs[room.id]
+    ]

@@ -1,0 +1,291 @@
+"""The websocket endpoint /ws/conversations/{id}: authenticate, replay, then live frames.
+
+Refusals happen after the upgrade, with a close code a browser can read: 4401 bad credentials,
+4404 unknown conversation, 4400 bad request (e.g. `since` above the conversation's last seq),
+4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `socketguard`).
+1013 (try again later) while the database is unreachable. A frame that cannot be stored then gets
+an `unavailable` error frame with `retry_after`, and the socket stays.
+Client frames are handled in the order read, up to `[limits] socket_frames_in_flight` at once
+(`chatserver.realtime.inbound`); a broken frame gets an error frame and the socket stays.
+The socket always leaves its room and the presence list in `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from chatserver.api.outage import unavailable
+from chatserver.appkeys import (
+    CONVERSATIONS,
+    DB_POOL,
+    HUB,
+    MESSAGES,
+    METRICS,
+    PRESENCE,
+    SETTINGS,
+    SOCKETS,
+    TOKENS,
+)
+from chatserver.auth.keys import Principal
+from chatserver.auth.tokens import authenticate
+from chatserver.config import RealtimeSettings
+from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
+from chatserver.models import message_json
+from chatserver.problems import Problem
+from chatserver.realtime.frames import frame, message_frame
+from chatserver.realtime.guard import (
+    CLOSE_FORBIDDEN_ORIGIN,
+    FrameLimiter,
+    OpenSocket,
+    RateLimited,
+    origin_allowed,
+)
+from chatserver.realtime.inbound import FramePipeline
+from chatserver.realtime.sendqueue import SocketSender
+from chatserver.services.conversations import parse_id
+from chatserver.store import messages as message_store
+from chatserver.validation import parse_json_object
+
+log = logging.getLogger("chatserver.realtime.ws")
+
+SUBPROTOCOL = "chatserver.v1"
+BEARER_PROTOCOL_PREFIX = "bearer."
+REPLAY_PAGE = 500
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_BAD_REQUEST = 4400
+UNAVAILABLE_REASON = "database unavailable, retry later"
+
+
+class Refusal(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Session:
+    principal: Principal
+    conversation_id: uuid.UUID
+    since: int | None
+
+
+def credential(request: web.Request) -> str | None:
+    """From `Authorization: Bearer`, a `bearer.<token>` subprotocol or `?token=`, in this order."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(BEARER_PROTOCOL_PREFIX):
+            return offered[len(BEARER_PROTOCOL_PREFIX):]
+    return request.query.get("token") or None
+
+
+def parse_since(request: web.Request) -> int | None:
+    text = request.query.get("since")
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise Refusal(CLOSE_BAD_REQUEST, "since must be a non-negative integer")
+    return int(text)
+
+
+async def open_session(request: web.Request) -> tuple[Session, int]:
+    """Who is connecting to which conversation, and its last seq; Refusal when not allowed."""
+    app = request.app
+    if not origin_allowed(app[SETTINGS].realtime.allowed_origins, request.headers.get("Origin")):
+        raise Refusal(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+    try:
+        conversation_id = parse_id(request.match_info["conversation_id"])
+    except Problem:
+        raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
+    cred = credential(request)
+    who = await authenticate(app[DB_POOL], app[TOKENS], cred) if cred else None
+    if who is None:
+        raise Refusal(CLOSE_UNAUTHORIZED, "missing, unknown, expired or revoked credentials")
+    try:
+        row = await app[CONVERSATIONS].get_row(who, conversation_id)
+    except Problem:
+        raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
+    since = parse_since(request)
+    if since is not None and since > row["last_seq"]:
+        raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
+    return Session(who, conversation_id, since), row["last_seq"]
+
+
+async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS].realtime
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat, compress=settings.compress,
+        max_msg_size=settings.max_frame_bytes, timeout=settings.close_timeout,
+    )
+    await ws.prepare(request)
+    try:
+        session, _ = await open_session(request)
+    except Refusal as refusal:
+        await ws.close(code=refusal.code, message=refusal.reason.encode())
+        return ws
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("websocket refused, the database is unavailable: %r", exc)
+        await close_quietly(ws, WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON, settings)
+        return ws
+    sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
+                          transport=request.transport,  # type: ignore[arg-type]
+                          flusher=request.app[HUB].flusher)
+    admitted = OpenSocket(session.conversation_id, session.principal, sender)
+    refused = request.app[SOCKETS].admit(admitted)
+    if refused is not None:
+        await ws.close(code=refused[0], message=refused[1].encode())
+        return ws
+    try:
+        await serve(request.app, ws, sender, session)
+    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+        log.warning("websocket on %s failed: %r", session.conversation_id.hex, exc)
+        await close_quietly(ws, *close_for(exc), settings)
+    finally:
+        request.app[SOCKETS].discard(admitted)
+    return ws
+
+
+def close_for(exc: BaseException) -> tuple[int, str]:
+    if is_unavailable(exc):
+        return WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON
+    return WSCloseCode.INTERNAL_ERROR, "server error, resume"
+
+
+async def close_quietly(
+    ws: web.WebSocketResponse, code: int, reason: str, settings: RealtimeSettings
+) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
+        async with asyncio.timeout(settings.close_timeout):
+            await ws.close(code=code, message=reason.encode())
+
+
+async def serve(
+    app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
+) -> None:
+    hub, presence = app[HUB], app[PRESENCE]
+    cid = session.conversation_id
+    socket_id = uuid.uuid4().hex
+    joined = present = False
+    try:
+        delivered = await hub.join(cid, sender)
+        joined = True
+        # Live frames above `delivered` wait in the sender while the replay reads Postgres, which
+        # already holds everything up to `delivered`: together they leave no gap.
+        last = delivered if session.since is None else await replay(app, ws, session)
+        await ws.send_frame(frame("ready", conversation_id=cid.hex, last_seq=last), WSMsgType.TEXT)
+        sender.go_live(last)
+        await presence.add(cid, socket_id, session.principal.name)
+        present = True
+        sender.push(frame("presence", members=await presence.members(cid)))
+        await hub.ephemeral(cid, frame("presence.join", user=session.principal.name))
+        await receive(app, ws, sender, session)
+    finally:
+        if joined:
+            await hub.leave(cid, sender)
+        await sender.stop()
+        if present:
+            await presence.remove(cid, socket_id)
+            await hub.ephemeral(cid, frame("presence.leave", user=session.principal.name))
+
+
+async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
+    """Send every message above `since` in its current state; the highest seq sent (or since)."""
+    last = session.since or 0
+    while True:
+        async with app[DB_POOL].acquire() as conn:
+            rows = await message_store.list_messages(
+                conn, session.conversation_id, before=None, after=last, limit=REPLAY_PAGE,
+                ascending=True,
+            )
+        for row in rows:
+            await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)
+            last = row["seq"]
+        if len(rows) < REPLAY_PAGE:
+            return last
+
+
+async def receive(
+    app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
+) -> None:
+    limits = app[SETTINGS].limits
+    limiter = FrameLimiter(limits, app[METRICS])
+    pipeline = FramePipeline(limits.socket_frames_in_flight,
+                             lambda exc: sender.close_soon(*close_for(exc)))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await pipeline.start(handle_text(app, sender, session, msg.data, limiter))
+            elif msg.type is WSMsgType.BINARY:
+                await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
+                return
+    finally:
+        await pipeline.finish()
+
+
+async def handle_text(
+    app: web.Application, sender: SocketSender, session: Session, raw: str, limiter: FrameLimiter
+) -> None:
+    client_id = None
+    wait = limiter.take()  # every frame counts, also one that turns out broken
+    try:
+        data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
+        client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
+        if wait:
+            raise RateLimited(wait)
+        kind = data.pop("type", None)
+        if kind == "message":
+            await post(app, sender, session, data)
+        elif kind == "typing":
+            await app[HUB].ephemeral(
+                session.conversation_id, frame("typing", user=session.principal.name)
+            )
+        else:
+            raise Problem(400, "type must be message or typing", code="unknown_type",
+                          invalid_params=[("type", "must be message or typing")])
+    except Problem as problem:
+        sender.push(error_frame(problem, client_id))
+    except UNAVAILABLE_ERRORS as exc:
+        # Not acknowledged, and the socket stays: the client sends again after retry_after.
+        log.warning("websocket frame refused, the database is unavailable: %r", exc)
+        sender.push(error_frame(unavailable(app[SETTINGS].outages.retry_after), client_id))
+
+
+async def post(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    service = app[MESSAGES]
+    new = service.validate_new(session.principal, session.conversation_id, body)
+    posted = await service.store(new)  # the socket's access was checked when it opened
+    if posted.created:
+        app[METRICS].messages_in.labels("ws").inc()
+    sender.push(frame("ack", client_id=new.client_id, message=posted.message))
+
+
+ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
+               422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
+
+
+def error_frame(problem: Problem, client_id: str | None) -> bytes:
+    fields: dict[str, Any] = {
+        "code": problem.code or ERROR_CODES.get(problem.status, "error"),
+        "detail": problem.detail, "client_id": client_id,
+    }
+    if "Retry-After" in problem.headers:
+        fields["retry_after"] = int(problem.headers["Retry-After"])
+    if problem.invalid_params:
+        fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
+    if isinstance(problem, RateLimited):
+        fields["retry_after"] = problem.retry_after
+    return frame("error", **fields)

@@ -1,0 +1,187 @@
+"""Message rules: validation, idempotent posting with ack-after-commit, history pages, updates.
+
+New messages are written by group commit (`chatserver.services.groupcommit`): concurrent posts
+share one transaction (seq + row + outbox row for each), and each caller is answered after that
+commit. Whatever is published about a message happens after its commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from chatserver.auth.keys import Principal
+from chatserver.config import MessageSettings, PerformanceSettings
+from chatserver.models import (
+    MEDIA_CONTENT_TYPES,
+    ContentType,
+    MessageStatus,
+    MessageType,
+    message_json,
+)
+from chatserver.problems import Problem, ValidationProblem, not_found
+from chatserver.realtime.hub import MessageEvents
+from chatserver.services.conversations import ConversationService
+from chatserver.services.groupcommit import GroupCommitter
+from chatserver.store import messages as store
+from chatserver.store.messages import NewMessage
+from chatserver.validation import Fields
+from chatserver.webhooks import outbox
+from chatserver.webhooks.outbox import MESSAGE_UPDATED
+
+POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id")
+PATCH_FIELDS = ("status", "metadata")
+CLIENT_ID_MAX = 200
+TEAMS_CACHED = 100_000
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The stored message, and whether this call created it (False for an idempotent replay)."""
+
+    message: dict[str, Any]
+    created: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[dict[str, Any]]
+    more: bool
+
+
+def _client_id(fields: Fields, header_key: str | None) -> str | None:
+    client_id = fields.string("client_id", max_length=CLIENT_ID_MAX, min_length=1)
+    if header_key is not None:
+        if len(header_key) > CLIENT_ID_MAX or not header_key:
+            fields.fail("Idempotency-Key", f"must be 1 to {CLIENT_ID_MAX} characters")
+        elif client_id is not None and client_id != header_key:
+            fields.fail("client_id", "differs from the Idempotency-Key header")
+        client_id = client_id or header_key
+    return client_id
+
+
+class ConversationTeams:
+    """Which team owns a conversation, remembered: a conversation never changes team and is never
+    deleted, so a post skips the lookup after the first (the insert itself finds the row)."""
+
+    def __init__(self, conversations: ConversationService, size: int = TEAMS_CACHED) -> None:
+        self.conversations = conversations
+        self.size = size
+        self.teams: dict[uuid.UUID, int | None] = {}
+
+    async def check(self, principal: Principal, conversation_id: uuid.UUID) -> None:
+        """404 unless `principal` may post to the conversation (as ConversationService.get_row)."""
+        principal.check_conversation(conversation_id)
+        if conversation_id not in self.teams:
+            row = await self.conversations.get_row(principal, conversation_id)
+            if len(self.teams) >= self.size:
+                del self.teams[next(iter(self.teams))]
+            self.teams[conversation_id] = row["team_id"]
+        elif principal.team_id is not None and self.teams[conversation_id] != principal.team_id:
+            raise not_found()
+
+
+class MessageService:
+    def __init__(
+        self, pool: asyncpg.Pool, conversations: ConversationService, settings: MessageSettings,
+        performance: PerformanceSettings | None = None,
+    ) -> None:
+        performance = performance or PerformanceSettings()
+        self.pool = pool
+        self.conversations = conversations
+        self.settings = settings
+        self.teams = ConversationTeams(conversations)
+        self.committer = GroupCommitter(pool, max_batch=performance.group_commit_max_batch,
+                                        in_flight=performance.group_commit_in_flight)
+        self.events: MessageEvents | None = None  # told after each commit (the real-time hub)
+
+    def validate_new(
+        self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any],
+        header_key: str | None = None,
+    ) -> NewMessage:
+        fields = Fields(body)
+        fields.reject_unknown(POST_FIELDS)
+        content = fields.string("content", required=True, nullable=False)
+        if isinstance(content, str) and len(content.encode()) > self.settings.max_content_bytes:
+            fields.fail("content", f"must be at most {self.settings.max_content_bytes} bytes")
+        content_type = fields.choice("content_type", ContentType, default=ContentType.TEXT)
+        filename = fields.string("filename", max_length=1024, min_length=1)
+        if content_type in MEDIA_CONTENT_TYPES and not filename:
+            fields.fail("filename", f"is required for content_type {content_type}")
+        msg_type = fields.choice("type", MessageType, default=MessageType.USER_INPUT)
+        status = fields.choice("status", MessageStatus, default=MessageStatus.RECEIVED)
+        metadata = fields.obj("metadata", default={})
+        client_id = _client_id(fields, header_key)
+        fields.raise_if_invalid()
+        return NewMessage(
+            conversation_id=conversation_id, content=content, content_type=str(content_type),
+            filename=filename, type=str(msg_type), status=str(status), metadata=metadata,
+            client_id=client_id, created_by=principal.name,
+        )
+
+    async def post(self, principal: Principal, new: NewMessage) -> Posted:
+        await self.teams.check(principal, new.conversation_id)
+        return await self.store(new)
+
+    async def store(self, new: NewMessage) -> Posted:
+        """Store a message its author may post (the caller checked); seqs follow call order."""
+        stored = await self.committer.submit(new)
+        if stored.row is None:
+            raise not_found()
+        if not stored.created:
+            return self._replay(new, stored.row)
+        message = message_json(stored.row)
+        if self.events is not None:
+            await self.events.message_created(message)
+        return Posted(message, created=True)
+
+    @staticmethod
+    def _replay(new: NewMessage, existing: Any) -> Posted:
+        if not new.same_request(existing):
+            raise Problem(
+                422, "client_id was already used for a different message in this conversation",
+                title="Idempotency key reused", invalid_params=[("client_id", "already used")],
+            )
+        return Posted(message_json(existing), created=False)
+
+    async def page(
+        self, principal: Principal, conversation_id: uuid.UUID, *, before: int | None,
+        after: int | None, limit: int, ascending: bool,
+    ) -> Page:
+        await self.conversations.get_row(principal, conversation_id)
+        async with self.pool.acquire() as conn:
+            rows = await store.list_messages(
+                conn, conversation_id, before=before, after=after, limit=limit + 1,
+                ascending=ascending,
+            )
+        return Page([message_json(r) for r in rows[:limit]], more=len(rows) > limit)
+
+    async def update(
+        self, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        if principal.conversation_id is not None:
+            raise not_found()
+        await self.conversations.get_row(principal, conversation_id)
+        fields = Fields(body)
+        fields.reject_unknown(PATCH_FIELDS)
+        status = fields.choice("status", MessageStatus)
+        metadata = fields.obj("metadata")
+        fields.raise_if_invalid()
+        if status is None and metadata is None:
+            raise ValidationProblem([("body", "give status and/or metadata to change")])
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await store.update_message(
+                conn, conversation_id, message_id, str(status) if status else None, metadata
+            )
+            if row is not None:
+                await outbox.enqueue_message_event(conn, MESSAGE_UPDATED, row)
+        if row is None:
+            raise not_found("message")
+        message = message_json(row)
+        if self.events is not None:
+            await self.events.message_updated(message)
+        return message
