@@ -11,12 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from chatserver.api.chain import middleware_chain
-from chatserver.api.cors import cors_middleware
-from chatserver.api.metrics import metrics_middleware
-from chatserver.api.middleware import auth_middleware
-from chatserver.api.openapi import schema_middleware
-from chatserver.api.outage import outage_middleware
+from chatserver.api.middlewares import MIDDLEWARES
 from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
     CONVERSATIONS,
@@ -35,7 +30,6 @@ from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.db.pool import create_pool
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.operations import operations_ctx
-from chatserver.problems import problem_middleware
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.realtime.context import close_sockets, realtime_ctx
 from chatserver.server.shutdown import Shutdown
@@ -45,7 +39,7 @@ from chatserver.services.messages import MessageService
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
 
-log = logging.getLogger("chatserver.app")
+log = logging.getLogger(__name__)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -83,10 +77,7 @@ def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=middleware_chain([
-            metrics_middleware, cors_middleware, problem_middleware, outage_middleware,
-            auth_middleware, schema_middleware,
-        ]),
+        middlewares=MIDDLEWARES,
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings

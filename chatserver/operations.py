@@ -25,7 +25,7 @@ from chatserver.realtime.guard import SocketRegistry
 from chatserver.server.supervisor import Supervisor
 from chatserver.store import webhooks as webhook_store
 
-log = logging.getLogger("chatserver.operations")
+log = logging.getLogger(__name__)
 
 QUEUE_DEPTH_CACHE = 5.0  # seconds a webhook queue count is reused by scrapes
 CREATED_AT = b'"created_at":"'

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from chatserver.appkeys import SETTINGS
 
-log = logging.getLogger("chatserver.static")
+log = logging.getLogger(__name__)
 
 # A source checkout's static/ beside the package (also where an editable install finds it).
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"

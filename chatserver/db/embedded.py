@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("chatserver.db")
+log = logging.getLogger(__name__)
 
 
 def start_embedded(data_dir: str | Path, *, stop_on_exit: bool = True) -> tuple[Any, str]:

@@ -23,14 +23,13 @@ import asyncpg
 from chatserver.bus import Bus
 from chatserver.config import RealtimeSettings
 from chatserver.models import message_json
-from chatserver.realtime.frames import Envelope, Kind, message_frame, updated_frame
+from chatserver.realtime.frames import Envelope, Kind, Outgoing, message_frame, updated_frame
 from chatserver.realtime.sendqueue import Flusher
-from chatserver.realtime.wire import Outgoing
 from chatserver.server.supervisor import Supervisor
 from chatserver.store import conversations as conversation_store
 from chatserver.store import messages as message_store
 
-log = logging.getLogger("chatserver.realtime.hub")
+log = logging.getLogger(__name__)
 
 FILL_PAGE = 500
 RECONCILE_TASK = "hub-reconcile"

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import logging
 
-log = logging.getLogger("chatserver.server.eventloop")
+log = logging.getLogger(__name__)
 
 
 def new_event_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:

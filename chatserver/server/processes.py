@@ -24,7 +24,7 @@ import asyncpg
 from chatserver.config import ConfigError, Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 
-log = logging.getLogger("chatserver.server.processes")
+log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
 POLL_INTERVAL = 0.2

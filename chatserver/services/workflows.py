@@ -29,7 +29,7 @@ from chatserver.services import cursors
 from chatserver.store import workflow_conversations as store
 from chatserver.validation import BIGINT_MAX, Fields, check_json_value
 
-log = logging.getLogger("chatserver.services.workflows")
+log = logging.getLogger(__name__)
 
 FIELDS = ("agent_product_id", "user_id", "configuration")
 ID_MIN = 1

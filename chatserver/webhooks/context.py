@@ -36,7 +36,7 @@ from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from chatserver.webhooks.service import WebhookService
 
-log = logging.getLogger("chatserver.webhooks")
+log = logging.getLogger(__name__)
 
 DISPATCHER_TASK = "webhook-dispatcher"
 RESTART_BACKOFF_START = 1.0
