@@ -17,25 +17,25 @@ from chatserver.appkeys import (
     CONVERSATIONS,
     DB_POOL,
     KEY_CACHE,
-    MESSAGES,
     METRICS,
     RATE_LIMITER,
     SETTINGS,
     SHUTDOWN,
     SUPERVISOR,
+    WEBHOOK_SENDER,
+    WEBHOOKS,
 )
 from chatserver.auth.keycache import KeyCache
 from chatserver.config import Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.db.pool import create_pool
 from chatserver.metrics import Metrics, StateCollector
-from chatserver.operations import operations_ctx
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.realtime.context import close_sockets, realtime_ctx
 from chatserver.server.shutdown import Shutdown
 from chatserver.server.supervisor import Supervisor, TaskState
 from chatserver.services.conversations import ConversationService
-from chatserver.services.messages import MessageService
+from chatserver.services.webhooks import WebhookService
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
 
@@ -51,7 +51,6 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     watch_pool(app[METRICS], pool)
     conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks))
     app[CONVERSATIONS] = conversations
-    app[MESSAGES] = MessageService(pool, conversations, settings.messages, settings.performance)
     yield
     await pool.close()
 
@@ -75,6 +74,14 @@ def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
     ))
 
 
+async def webhook_api_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The webhook API's service, once the sender exists (after `webhooks_ctx`)."""
+    settings = app[SETTINGS]
+    app[WEBHOOKS] = WebhookService(app[DB_POOL], app[CONVERSATIONS], settings.webhooks,
+                                   app[WEBHOOK_SENDER])
+    yield
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=MIDDLEWARES,
@@ -90,8 +97,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     app.cleanup_ctx.append(webhooks_ctx)
+    app.cleanup_ctx.append(webhook_api_ctx)
     app.cleanup_ctx.append(realtime_ctx)
-    app.cleanup_ctx.append(operations_ctx)
     app.on_shutdown.append(app[SHUTDOWN].on_shutdown)
     app.on_shutdown.append(close_sockets)
     app.on_cleanup.append(app[SHUTDOWN].on_cleanup)

@@ -74,17 +74,37 @@ class ValidationProblem(Problem):
         super().__init__(status, detail, title="Invalid request", invalid_params=params)
 
 
-def not_found(what: str = "conversation") -> Problem:
-    return Problem(404, f"{what} not found")
+class NotFound(Problem):
+    """404: no such object, or one the caller's team may not see (the same answer for both)."""
+
+    def __init__(self, what: str = "conversation") -> None:
+        super().__init__(404, f"{what} not found")
+
+
+def not_found(what: str = "conversation") -> NotFound:
+    return NotFound(what)
 
 
 def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="chatserver"'})
 
 
-def unavailable(retry_after: int) -> Problem:
-    return Problem(503, "the database is unavailable; retry later", code="unavailable",
-                   headers={"Retry-After": str(retry_after)})
+class StoreUnavailable(Problem):
+    """503: the database could not be reached (see `chatserver.db.errors`); retry later.
+
+    Raised from the `UNAVAILABLE_ERRORS` that escape a handler (the outage middleware) or a
+    service used from Python (the cause is chained), never kept as state.
+    """
+
+    def __init__(self, action: str | None = None, retry_after: int | None = None) -> None:
+        doing = f"could not {action}: " if action else ""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        super().__init__(503, f"{doing}the database is unavailable; retry later",
+                         code="unavailable", headers=headers)
+
+
+def unavailable(retry_after: int) -> StoreUnavailable:
+    return StoreUnavailable(retry_after=retry_after)
 
 
 def problem_response(problem: Problem, request_id: str | None = None) -> web.Response:

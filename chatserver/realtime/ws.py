@@ -42,14 +42,13 @@ from chatserver.realtime.guard import (
 )
 from chatserver.realtime.inbound import UNAVAILABLE_REASON, Session, close_for, receive
 from chatserver.realtime.sendqueue import SocketSender
-from chatserver.services.conversations import parse_id
-from chatserver.store import messages as message_store
+from chatserver.services import history
+from chatserver.validation import parse_hex_id
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "chatserver.v1"
 BEARER_PROTOCOL_PREFIX = "bearer."
-REPLAY_PAGE = 500
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
@@ -90,7 +89,7 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
     if not socket_origin_allowed(app[SETTINGS].realtime.allowed_origins, origin):
         raise Refusal(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
     try:
-        conversation_id = parse_id(request.match_info["conversation_id"])
+        conversation_id = parse_hex_id(request.match_info["conversation_id"])
     except Problem:
         raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
     cred = credential(request)
@@ -181,14 +180,8 @@ async def serve(
 async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
     """Send every message above `since` in its current state; the highest seq sent (or since)."""
     last = session.since or 0
-    while True:
-        async with app[DB_POOL].acquire() as conn:
-            rows = await message_store.list_messages(
-                conn, session.conversation_id, before=None, after=last, limit=REPLAY_PAGE,
-                ascending=True,
-            )
+    async for rows in history.pages_after(app[DB_POOL], session.conversation_id, last):
         for row in rows:
             await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)
             last = row["seq"]
-        if len(rows) < REPLAY_PAGE:
-            return last
+    return last

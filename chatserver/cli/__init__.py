@@ -1,4 +1,5 @@
-"""The `chatserver` command: serve, worker, migrate, API key management, and a demo."""
+"""The `chatserver` command: serve, worker (the webhook dispatcher alone), migrate, API key
+management, and a demo."""
 
 from __future__ import annotations
 
@@ -11,24 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
-from aiohttp import web
 
-from chatserver.app import create_app
-from chatserver.appkeys import DB_POOL, SETTINGS, SHUTDOWN
 from chatserver.auth.keys import create_api_key
+from chatserver.cli.processes import run_processes
+from chatserver.cli.serve import run_serve
 from chatserver.config import ConfigError, Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.demo import create_demo
-from chatserver.server.eventloop import new_event_loop
-from chatserver.server.gcpolicy import freeze_startup_objects
-from chatserver.server.logs import AccessLogger, setup_logging
-from chatserver.server.processes import run_workers
-from chatserver.server.shutdown import handler_timeout
+from chatserver.server.logs import setup_logging
 from chatserver.store import api_keys
-from chatserver.webhooks.context import run_worker
+from chatserver.webhooks.context import run_dispatcher
 
 DEFAULT_CONFIG = "config.toml"
-BOOTSTRAP_LOCK_ID = 7_295_002
 
 
 def load_settings(path: str | None) -> Settings:
@@ -37,47 +32,6 @@ def load_settings(path: str | None) -> Settings:
     if path is None and Path(DEFAULT_CONFIG).exists():
         path = DEFAULT_CONFIG
     return Settings.load(path)
-
-
-async def bootstrap_key(app: web.Application) -> None:
-    async with app[DB_POOL].acquire() as conn:
-        await create_first_key(conn, app[SETTINGS].server.port)
-
-
-async def create_first_key(conn: asyncpg.Connection, port: int) -> None:
-    """On first start, with no active key, create one and print it once with a curl line."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK_ID)
-        if await api_keys.count_active_keys(conn):
-            return
-        key, _row = await create_api_key(conn, "default", None)
-    print(
-        f"\nCreated the first API key (admin; shown only now, store it):\n\n    {key}\n\n"
-        "Try it:\n\n"
-        f"    curl http://localhost:{port}/api/conversations \\\n"
-        f"      -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        """      --data-raw '{"channel":"API","usecase":"DEFAULT"}'\n""",
-        flush=True,
-    )
-
-
-def run_serve(settings: Settings, *, reuse_port: bool = False, bootstrap: bool = True) -> None:
-    setup_logging(settings.server.log_level, settings.server.log_format)
-    app = create_app(settings)
-    if bootstrap:
-        app.on_startup.append(bootstrap_key)
-    app.on_startup.append(freeze_startup_objects)
-    app[SHUTDOWN].enforce = True  # a real process: exit by the deadline, whatever hangs
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=handler_timeout(settings.server.shutdown_timeout),
-        access_log_class=AccessLogger,
-        reuse_port=reuse_port,
-        print=lambda text: print(text, flush=True),
-        loop=new_event_loop(settings.performance.uvloop),
-    )
 
 
 async def _with_db(settings: Settings) -> asyncpg.Connection:
@@ -165,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve_workers(settings: Settings, workers: int) -> None:
+def serve_processes(settings: Settings, processes: int) -> None:
     setup_logging(settings.server.log_level, settings.server.log_format)
     try:
-        sys.exit(run_workers(settings, workers))
+        sys.exit(run_processes(settings, processes))
     except ConfigError as exc:
         sys.exit(f"chatserver: configuration error: {exc}")
 
@@ -183,14 +137,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         settings = settings.replace(server=overrides) if overrides else settings
         if args.workers != 1:
-            serve_workers(settings, args.workers)
+            serve_processes(settings, args.workers)
         else:
             run_serve(settings)
     elif args.command == "migrate":
         asyncio.run(run_migrate(settings))
     elif args.command == "worker":
         setup_logging(settings.server.log_level)
-        asyncio.run(run_worker(settings, burst=args.burst))
+        asyncio.run(run_dispatcher(settings, burst=args.burst))
     elif args.command == "keys":
         sys.exit(asyncio.run(run_keys(settings, args)))
     elif args.command == "demo":
