@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from chatserver.server.supervisor import Supervisor
     from chatserver.services.conversations import ConversationService
     from chatserver.services.messages import MessageService
+    from chatserver.services.streams import StreamService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
 
@@ -49,6 +50,7 @@ TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")
 SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
+STREAMS: web.AppKey[StreamService] = web.AppKey("streams")
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

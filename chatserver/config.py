@@ -134,6 +134,15 @@ class PerformanceSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    commit_interval: float = 0.05
+    idle_timeout: float = 120.0
+    max_open_per_conversation: int = 4
+    max_text_bytes: int = 65_536
+    deltas_per_second: float = 200.0
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -144,6 +153,7 @@ class Settings:
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     outages: OutageSettings = field(default_factory=OutageSettings)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
 
     @classmethod
     def load(

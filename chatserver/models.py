@@ -43,6 +43,14 @@ class MessageStatus(StrEnum):
     FAILED = "FAILED"  # handling failed
 
 
+class StreamState(StrEnum):
+    """A streamed message's state (see `chatserver.services.streams` for the transitions)."""
+
+    OPEN = "open"  # deltas may be appended
+    COMPLETE = "complete"  # finished by its author
+    ABORTED = "aborted"  # given up by its author, or by the server when idle
+
+
 def iso(ts: datetime) -> str:
     """ISO 8601 in UTC with a Z, as every API timestamp is rendered (asyncpg's are UTC already)."""
     if ts.tzinfo is not UTC:
@@ -65,7 +73,9 @@ def conversation_json(row: Any) -> dict[str, Any]:
 
 
 def message_json(row: Any) -> dict[str, Any]:
-    return {
+    """A message as the API shows it; a streamed one also has `stream` (state, next_index and,
+    once aborted, the reason)."""
+    message: dict[str, Any] = {
         "id": row["id"].hex,
         "conversation_id": row["conversation_id"].hex,
         "seq": row["seq"],
@@ -81,3 +91,13 @@ def message_json(row: Any) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+    if row["stream_state"] is not None:
+        message["stream"] = stream_json(row)
+    return message
+
+
+def stream_json(row: Any) -> dict[str, Any]:
+    stream = {"state": row["stream_state"], "next_index": row["stream_next_index"]}
+    if row["stream_reason"] is not None:
+        stream["reason"] = row["stream_reason"]
+    return stream

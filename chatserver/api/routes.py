@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
+from chatserver.api import (
+    conversations,
+    health,
+    messages,
+    openapi,
+    streams,
+    tokens,
+    webhooks,
+    workflows,
+)
 from chatserver.api import metrics as metrics_api
 from chatserver.api.static import setup_static
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
@@ -14,6 +23,7 @@ from chatserver.realtime import ws
 
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
+MESSAGE = CONVERSATION + "/messages/{message_id}"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
@@ -27,6 +37,9 @@ ROUTES = [
     ("POST", CONVERSATION + "/messages", messages.post_message, "post_message"),
     ("GET", CONVERSATION + "/messages", messages.list_messages, "list_messages"),
     ("PATCH", CONVERSATION + "/messages/{message_id}", messages.update_message, "update_message"),
+    ("POST", MESSAGE + "/deltas", streams.append_deltas, "append_deltas"),
+    ("POST", MESSAGE + "/complete", streams.complete_stream, "complete_stream"),
+    ("POST", MESSAGE + "/abort", streams.abort_stream, "abort_stream"),
     ("POST", WORKFLOW, workflows.create_workflow_conversation, "create_workflow_conversation"),
     ("GET", WORKFLOW + "/{id}", workflows.get_workflow_conversation, "get_workflow_conversation"),
     ("PATCH", WORKFLOW + "/{id}", workflows.update_workflow_conversation,

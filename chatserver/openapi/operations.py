@@ -73,8 +73,8 @@ OPERATIONS: dict[str, Operation] = {
         request="ConversationPatch", errors=(400, 401, 404, 413, 429)),
     "post_message": Operation(
         "Post a message; acknowledged after commit. Idempotent with client_id or "
-        "Idempotency-Key.", ref("Message"), status=201, request="MessageCreate",
-        errors=(400, 401, 404, 413, 422, 429),
+        "Idempotency-Key. With stream: true, opens a stream (API keys only).", ref("Message"),
+        status=201, request="MessageCreate", errors=(400, 401, 403, 404, 409, 413, 422, 429),
         extra={"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                "schema": {"type": "string", "minLength": 1,
                                           "maxLength": 200}}]}),
@@ -84,6 +84,18 @@ OPERATIONS: dict[str, Operation] = {
     "update_message": Operation(
         "Change a message's status and/or metadata; it keeps its seq.", ref("Message"),
         request="MessagePatch", errors=(400, 401, 404, 413, 429)),
+    "append_deltas": Operation(
+        "Append deltas to a streamed message (consecutive indexes from next_index; all or "
+        "nothing); answered once they are durable. Resending an applied index with the same "
+        "text is acknowledged again; 409 with expected_index otherwise.", ref("DeltaAck"),
+        request="DeltaAppend", errors=(400, 401, 403, 404, 409, 413, 429)),
+    "complete_stream": Operation(
+        "Complete a streamed message (content, if given, replaces the text); one "
+        "message.completed webhook.", ref("Message"), request="StreamComplete",
+        errors=(400, 401, 403, 404, 409, 413, 429)),
+    "abort_stream": Operation(
+        "Abort a streamed message with a reason; one message.completed webhook.", ref("Message"),
+        request="StreamAbort", errors=(400, 401, 403, 404, 409, 413, 429)),
     "create_workflow_conversation": Operation(
         "Create a workflow conversation.", ref("WorkflowConversation"), status=201,
         request="WorkflowConversationCreate", errors=(400, 401, 413, 429)),

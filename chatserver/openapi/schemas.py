@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatserver.models import Channel, ContentType, MessageStatus, MessageType, Usecase
+from chatserver.models import (
+    Channel,
+    ContentType,
+    MessageStatus,
+    MessageType,
+    StreamState,
+    Usecase,
+)
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
@@ -33,6 +40,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "detail": {"type": "string"},
             "code": {"type": "string"},
             "request_id": {"type": "string"},
+            "expected_index": {"type": "integer", "description": "On a stream conflict (409): "
+                               "the delta index the stream expects next."},
             "invalid-params": {
                 "type": "array",
                 "items": {
@@ -106,6 +115,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "status": enum_of(MessageStatus),
             "metadata": OBJECT,
             "client_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "stream": {"type": "boolean", "description": "Open a stream: the message is stored "
+                       "at once and grows by deltas (API keys only; see the README)."},
         },
     },
     "MessagePatch": {
@@ -134,7 +145,58 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "created_by": {"type": "string"},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
+            "stream": ref("Stream"),
         },
+    },
+    "Stream": {
+        "type": "object",
+        "description": "Only on streamed messages.",
+        "required": ["state", "next_index"],
+        "properties": {
+            "state": enum_of(StreamState),
+            "next_index": {"type": "integer", "minimum": 0,
+                           "description": "The index of the next delta; content holds the "
+                           "text of every delta below it."},
+            "reason": {"type": "string", "description": "Why it was aborted (idle: by the "
+                       "server after [streams] idle_timeout)."},
+        },
+    },
+    "DeltaAppend": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["deltas"],
+        "properties": {
+            "deltas": {
+                "type": "array", "minItems": 1,
+                "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["index", "text"],
+                    "properties": {"index": {"type": "integer", "minimum": 0,
+                                             "maximum": 2**31 - 1},
+                                   "text": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "DeltaAck": {
+        "type": "object",
+        "required": ["message_id", "next_index"],
+        "properties": {"message_id": HEX_ID, "next_index": {"type": "integer", "minimum": 0}},
+    },
+    "StreamComplete": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "content": {"type": "string", "description": "The final text (replaces the "
+                        "text appended)."},
+            "status": enum_of(MessageStatus),
+            "metadata": OBJECT,
+        },
+    },
+    "StreamAbort": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 200}},
     },
     "WorkflowConversationCreate": {
         "type": "object",

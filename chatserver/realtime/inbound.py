@@ -22,14 +22,15 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import HUB, MESSAGES, METRICS, SETTINGS
+from chatserver.appkeys import HUB, MESSAGES, METRICS, SETTINGS, STREAMS
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
 from chatserver.problems import Problem, unavailable
 from chatserver.realtime.frames import frame
 from chatserver.realtime.guard import FrameLimiter, RateLimited
 from chatserver.realtime.sendqueue import SocketSender
-from chatserver.validation import parse_json_object
+from chatserver.services.streamstate import StreamConflict
+from chatserver.validation import parse_hex_id, parse_json_object
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +106,19 @@ async def handle_text(
     app: web.Application, sender: SocketSender, session: Session, raw: str, limiter: FrameLimiter
 ) -> None:
     client_id = None
-    wait = limiter.take()  # every frame counts, also one that turns out broken
     try:
-        data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
+        try:
+            data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
+        except Problem:
+            limiter.take()  # a broken frame counts too
+            raise
         client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
-        if wait:
-            raise RateLimited(wait)
         kind = data.pop("type", None)
+        if kind == "message.delta":  # limited per stream ([streams] deltas_per_second)
+            await append_delta(app, sender, session, data)
+            return
+        if wait := limiter.take():
+            raise RateLimited(wait)
         if kind == "message":
             await post(app, sender, session, data)
         elif kind == "typing":
@@ -119,8 +126,9 @@ async def handle_text(
                 session.conversation_id, frame("typing", user=session.principal.name)
             )
         else:
-            raise Problem(400, "type must be message or typing", code="unknown_type",
-                          invalid_params=[("type", "must be message or typing")])
+            raise Problem(400, "type must be message, message.delta or typing",
+                          code="unknown_type",
+                          invalid_params=[("type", "must be message, message.delta or typing")])
     except Problem as problem:
         sender.push(error_frame(problem, client_id))
     except UNAVAILABLE_ERRORS as exc:
@@ -134,13 +142,30 @@ async def post(
 ) -> None:
     service = app[MESSAGES]
     new = service.validate_new(session.principal, session.conversation_id, body)
-    posted = await service.store(new)  # the socket's access was checked when it opened
+    # The socket's access to its conversation was checked when it opened.
+    if new.stream:
+        posted = await app[STREAMS].open(session.principal, new, checked=True)
+    else:
+        posted = await service.store(new)
     if posted.created:
         app[METRICS].messages_in.labels("ws").inc()
     sender.push(frame("ack", client_id=new.client_id, message=posted.message))
 
 
-ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
+async def append_delta(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    """A `message.delta` frame: acknowledged with the stream's next index once durable."""
+    service = app[STREAMS]
+    message_id = parse_hex_id(str(body.pop("message_id", "")), "message_id")
+    delta = service.validate_delta(body)
+    next_index = await service.append(session.principal, session.conversation_id, message_id,
+                                      [delta], checked=True)
+    sender.push(frame("ack", message_id=message_id.hex, next_index=next_index))
+
+
+ERROR_CODES = {400: "invalid", 403: "forbidden", 404: "not_found", 409: "conflict",
+               413: "too_large",
                422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
 
 
@@ -155,4 +180,6 @@ def error_frame(problem: Problem, client_id: str | None) -> bytes:
         fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
     if isinstance(problem, RateLimited):
         fields["retry_after"] = problem.retry_after
+    if isinstance(problem, StreamConflict) and problem.expected_index is not None:
+        fields["expected_index"] = problem.expected_index
     return frame("error", **fields)

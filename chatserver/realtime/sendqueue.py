@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from chatserver.realtime.frames import Kind, Outgoing
+from chatserver.realtime.frames import DeltaOutgoing, Kind, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,21 @@ class Flusher:
     def __init__(self, interval: float = 0.0) -> None:
         self.interval = interval
         self._dirty: list[SocketSender] = []
+        self._deferred: list[Callable[[], None]] = []
         self._scheduled = False
         self._last = float("-inf")
 
     def mark(self, sender: SocketSender) -> None:
         self._dirty.append(sender)
+        self._schedule()
+
+    def defer(self, callback: Callable[[], None]) -> None:
+        """Run `callback` at the start of the next flush, before the sockets are written (a room
+        emits the stream deltas gathered meanwhile as one frame per stream)."""
+        self._deferred.append(callback)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             loop = asyncio.get_running_loop()
@@ -62,6 +73,9 @@ class Flusher:
 
     def _run(self) -> None:
         self._last = asyncio.get_running_loop().time()
+        deferred, self._deferred = self._deferred, []
+        for callback in deferred:
+            callback()  # the sockets it queues frames on join this flush
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for sender in dirty:
@@ -85,8 +99,8 @@ def raw_path(ws: web.WebSocketResponse) -> tuple[asyncio.Transport, Callable[[],
 class SocketSender:
     # Slots: one of these per open socket (see the idle-socket memory figures in BENCHMARKS.md).
     __slots__ = ("_closer", "_drain", "_high_water", "_marked", "_raw", "_wakeup", "_writer",
-                 "close_timeout", "closing", "dropped", "flusher", "last_seq", "limit", "pending",
-                 "queue", "syncing", "transport", "ws")
+                 "close_timeout", "closing", "cursors", "dropped", "flusher", "last_seq", "limit",
+                 "pending", "queue", "syncing", "transport", "ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, limit: int, *, close_timeout: float,
@@ -104,6 +118,8 @@ class SocketSender:
         self.pending: list[tuple[Kind, int, Outgoing]] = []
         self.syncing = True
         self.last_seq = 0
+        # Streams this socket got by replay: message id -> the delta index its text reaches.
+        self.cursors: dict[str, int] | None = None
         self.dropped = 0
         self.closing = False
         self._raw: asyncio.Transport | None = None
@@ -126,6 +142,11 @@ class SocketSender:
             if seq <= self.last_seq:
                 return
             self.last_seq = seq
+        elif kind is Kind.DELTA and self.cursors is not None:
+            trimmed = self._trim(typing.cast(DeltaOutgoing, frame))
+            if trimmed is None:
+                return
+            frame = trimmed
         if len(self.queue) >= self.limit:
             self._enqueue(frame)  # the full-queue policy
             return
@@ -168,12 +189,33 @@ class SocketSender:
         elif self._wakeup is not None:
             self._wakeup.set()
 
-    def go_live(self, last_seq: int) -> None:
-        """End the replay: live frames above `last_seq` follow, and sending starts."""
+    def _trim(self, frame: DeltaOutgoing) -> DeltaOutgoing | None:
+        """The part of `frame` this socket lacks (None: it has all of it)."""
+        assert self.cursors is not None
+        have = self.cursors.get(frame.message_id)
+        if have is None:
+            return frame
+        if frame.end <= have:
+            return None
+        self.cursors[frame.message_id] = frame.end
+        return frame if frame.index >= have else frame.after(have)
+
+    def go_live(
+        self, last_seq: int, cursors: dict[str, int] | None = None,
+        catch_up: list[DeltaOutgoing] | None = None,
+    ) -> None:
+        """End the replay: live frames above `last_seq` follow, and sending starts.
+
+        `cursors`: the delta index each replayed stream's text reaches; `catch_up`: the deltas
+        from there that the room had taken before this socket joined. Deltas the socket has are
+        not sent again."""
         self._choose_path()
         self.last_seq = last_seq
         self.syncing = False
-        pending, self.pending = self.pending, []
+        self.cursors = cursors or None
+        pending = [(Kind.DELTA, f.seq, typing.cast(Outgoing, f)) for f in catch_up or ()]
+        pending += self.pending
+        self.pending = []
         for kind, seq, frame in pending:
             self.offer(kind, seq, frame)
         if self._raw is None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from typing import Any
 
 import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -32,7 +33,7 @@ from chatserver.appkeys import (
 from chatserver.auth.tokens import authenticate
 from chatserver.config import RealtimeSettings
 from chatserver.db.errors import UNAVAILABLE_ERRORS
-from chatserver.models import message_json
+from chatserver.models import StreamState, message_json
 from chatserver.problems import Problem
 from chatserver.realtime.frames import frame, message_frame
 from chatserver.realtime.guard import (
@@ -52,6 +53,7 @@ BEARER_PROTOCOL_PREFIX = "bearer."
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+CLOSED_STREAM = 2**31  # a replayed stream that is closed: no delta of it is sent after
 
 
 class Refusal(Exception):
@@ -160,9 +162,11 @@ async def serve(
         joined = True
         # Live frames above `delivered` wait in the sender while the replay reads Postgres, which
         # already holds everything up to `delivered`: together they leave no gap.
-        last = delivered if session.since is None else await replay(app, ws, session)
+        last, cursors = delivered, dict[str, int]()
+        if session.since is not None:
+            last, cursors = await replay(app, ws, session)
         await ws.send_frame(frame("ready", conversation_id=cid.hex, last_seq=last), WSMsgType.TEXT)
-        sender.go_live(last)
+        sender.go_live(last, cursors, hub.catch_up(cid, cursors))
         await presence.add(cid, socket_id, session.principal.name)
         present = True
         sender.push(frame("presence", members=await presence.members(cid)))
@@ -177,11 +181,26 @@ async def serve(
             await hub.ephemeral(cid, frame("presence.leave", user=session.principal.name))
 
 
-async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
-    """Send every message above `since` in its current state; the highest seq sent (or since)."""
+async def replay(
+    app: web.Application, ws: web.WebSocketResponse, session: Session
+) -> tuple[int, dict[str, int]]:
+    """Send the streams still open up to `since`, then every message above it, in their current
+    state. The highest seq sent (or since), and how far each streamed message's text reached
+    (a closed one: all of it)."""
     last = session.since or 0
-    async for rows in history.pages_after(app[DB_POOL], session.conversation_id, last):
+    cursors: dict[str, int] = {}
+    pool = app[DB_POOL]
+    for row in await history.open_streams(pool, session.conversation_id, last):
+        await send_replayed(ws, row, cursors)
+    async for rows in history.pages_after(pool, session.conversation_id, last):
         for row in rows:
-            await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)
+            await send_replayed(ws, row, cursors)
             last = row["seq"]
-    return last
+    return last, cursors
+
+
+async def send_replayed(ws: web.WebSocketResponse, row: Any, cursors: dict[str, int]) -> None:
+    if row["stream_state"] is not None:
+        open_ = row["stream_state"] == StreamState.OPEN
+        cursors[row["id"].hex] = row["stream_next_index"] if open_ else CLOSED_STREAM
+    await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)

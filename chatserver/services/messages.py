@@ -32,7 +32,8 @@ from chatserver.validation import Fields
 from chatserver.webhooks import outbox
 from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
-POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id")
+POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id",
+               "stream")
 PATCH_FIELDS = ("status", "metadata")
 CLIENT_ID_MAX = 200
 TEAMS_CACHED = 100_000
@@ -123,11 +124,14 @@ class MessageService:
         status = fields.choice("status", MessageStatus, default=MessageStatus.RECEIVED)
         metadata = fields.obj("metadata", default={})
         client_id = _client_id(fields, header_key)
+        stream = fields.data.get("stream", False)
+        if not isinstance(stream, bool):
+            fields.fail("stream", "must be true or false")
         fields.raise_if_invalid()
         return NewMessage(
             conversation_id=conversation_id, content=content, content_type=str(content_type),
             filename=filename, type=str(msg_type), status=str(status), metadata=metadata,
-            client_id=client_id, created_by=principal.name,
+            client_id=client_id, created_by=principal.name, stream=stream is True,
         )
 
     async def post(self, principal: Principal, new: NewMessage) -> Posted:

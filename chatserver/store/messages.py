@@ -11,17 +11,20 @@ import asyncpg
 
 COLUMNS = (
     "id, conversation_id, seq, client_id, content, content_type, filename, type, channel, "
-    "status, metadata, created_by, created_at, updated_at"
+    "status, metadata, created_by, created_at, updated_at, "
+    "stream_state, stream_next_index, stream_reason"
 )
 
 # One statement: bump the conversation's last_seq (its row lock serialises concurrent writers, so
 # seqs are unique and gap-free; a rolled-back insert rolls the bump back too), then insert.
-INSERT_MESSAGE = f"""
+NEXT_SEQ = """
 WITH next AS (
     UPDATE conversations SET last_seq = last_seq + 1
     WHERE id = $2
     RETURNING last_seq, channel
 )
+"""
+INSERT_MESSAGE = NEXT_SEQ + f"""
 INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
                       channel, status, metadata, created_by)
 SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10 FROM next
@@ -107,6 +110,7 @@ class NewMessage:
     filename: str | None = None
     client_id: str | None = None
     metadata: dict[str, Any] | None = None
+    stream: bool = False  # open a stream (chatserver.services.streams), not a whole message
 
     def same_request(self, row: Any) -> bool:
         """Whether a stored message is what this request would have written (idempotent replay)."""

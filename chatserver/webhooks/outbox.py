@@ -15,6 +15,7 @@ from chatserver.store import webhooks as store
 
 MESSAGE_CREATED = "message.created"
 MESSAGE_UPDATED = "message.updated"
+MESSAGE_COMPLETED = "message.completed"  # a streamed message closed (complete or aborted)
 WEBHOOK_TEST = "webhook.test"
 
 
