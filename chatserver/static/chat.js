@@ -11,7 +11,8 @@
 // ?since=<highest seq seen>, so nothing is missed; messages are kept by seq, so nothing shows twice.
 //
 // Events (CustomEvent, data in `detail`):
-//   message   {message, older}   a new or changed message (same seq: replace it)
+//   message   {message, older}   a new or changed message (same seq: replace it); a streamed
+//                                message (message.stream.state "open") grows with each delta
 //   pending   {pending}          a send's state changed: sending | sent | acked | failed
 //   presence  {members}          sorted names of who is connected
 //   typing    {user}             someone else is typing (show it for a few seconds)
@@ -56,6 +57,14 @@ export function mediaUrl(message) {
   } catch {
     return null;
   }
+}
+
+/** Whether `message` is a later state of `known` (a stream's text grows without updated_at). */
+function newer(message, known) {
+  if (message.updated_at !== known.updated_at) return message.updated_at > known.updated_at;
+  if (!message.stream || !known.stream) return false;
+  return message.stream.state !== known.stream.state
+    || message.stream.next_index > known.stream.next_index;
 }
 
 export class ChatClient extends EventTarget {
@@ -199,6 +208,9 @@ export class ChatClient extends EventTarget {
         // would leave a hole between it and the oldest loaded one.
         if (this.messages.has(frame.message.seq)) this.accept(frame.message, false);
         break;
+      case "message.delta":
+        this.grow(frame);
+        break;
       case "ready":
         this.attempt = 0;
         this.setState("live");
@@ -241,10 +253,24 @@ export class ChatClient extends EventTarget {
     this.emit("presence", { members: [...this.presence.keys()].sort() });
   }
 
+  /** Append a `message.delta` frame's text to its streamed message (deltas come in index order;
+   * ones the message already has are skipped). */
+  grow(frame) {
+    const known = this.messages.get(frame.seq);
+    if (!known?.stream || known.stream.state !== "open") return;
+    if (frame.index !== known.stream.next_index) return; // the server never skips or repeats
+    const message = {
+      ...known, content: known.content + frame.text,
+      stream: { ...known.stream, next_index: frame.index + frame.count },
+    };
+    this.messages.set(message.seq, message);
+    this.emit("message", { message, older: false, replaced: true });
+  }
+
   /** Keep a message by seq; emits "message" unless it is a stale copy. True when it was new. */
   accept(message, older) {
     const known = this.messages.get(message.seq);
-    if (known && known.updated_at >= message.updated_at) return false;
+    if (known && !newer(message, known)) return false;
     this.messages.set(message.seq, message);
     if (message.seq > this.lastSeq) this.lastSeq = message.seq;
     if (this.oldestSeq === null || message.seq < this.oldestSeq) this.oldestSeq = message.seq;

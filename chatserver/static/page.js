@@ -73,7 +73,14 @@ function messageItem(message, mine) {
   if (message.type !== "USER_INPUT") meta.append(el("span", "badge", message.type === "SYSTEM" ? "system" : "agent"));
   if (message.status === "FAILED" || message.status === "PROCESSING") meta.append(el("span", "badge status", message.status.toLowerCase()));
   if (mine) meta.append(el("span", "ack", "✓ stored"));
-  item.append(meta, messageBody(message));
+  const body = messageBody(message);
+  const stream = message.stream;
+  if (stream) {
+    item.dataset.stream = stream.state; // open: it grows as the agent writes
+    if (stream.state === "open") body.append(el("span", "caret", "▍"));
+    if (stream.state === "aborted") meta.append(el("span", "badge status", stream.reason ? `stopped: ${stream.reason}` : "stopped"));
+  }
+  item.append(meta, body);
   return item;
 }
 

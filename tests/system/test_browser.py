@@ -373,3 +373,35 @@ async def test_page_keeps_one_copy_of_each_seq_in_order(browser: Browser, rest: 
     }""")
     await tab.expect_texts(["one (edited)", "two", "three", "seven", "nine"])
     assert await tab.seqs() == [1, 2, 3, 7, 9]
+
+
+async def test_a_streamed_message_grows_then_shows_its_final_text(
+    browser: Browser, rest: Rest
+) -> None:
+    conversation_id = await rest.conversation()
+    await rest.post(conversation_id, "what is a stream?")
+    tab = await open_as(browser, rest, conversation_id, "reader")
+    answer = await rest.post(conversation_id, "", stream=True, type="AGENT_OUTPUT")
+    deltas = f"/conversations/{conversation_id}/messages/{answer['id']}/deltas"
+    item = tab.page.locator(f'#messages > li[data-seq="{answer["seq"]}"]')
+    await expect(item).to_have_attribute("data-stream", "open", timeout=WAIT_MS)
+    shown = ""
+    for index, text in enumerate(["One ", "message ", "that ", "grows"]):
+        await rest.call("POST", deltas, {"deltas": [{"index": index, "text": text}]})
+        shown += text
+        await expect(item.locator(".text")).to_have_text(shown + "▍", timeout=WAIT_MS)
+    await expect(item.locator(".caret")).to_have_count(1)
+    await tab.screenshot("stream-open.png")
+    await rest.call("POST", f"/conversations/{conversation_id}/messages/{answer['id']}/complete",
+                    {"content": "One message that grew."})
+    await expect(item).to_have_attribute("data-stream", "complete", timeout=WAIT_MS)
+    await tab.expect_texts(["what is a stream?", "One message that grew."])
+    await expect(item.locator(".caret")).to_have_count(0)
+    # An aborted one keeps its text and is marked.
+    stopped = await rest.post(conversation_id, "half", stream=True, type="AGENT_OUTPUT")
+    await rest.call("POST", f"/conversations/{conversation_id}/messages/{stopped['id']}/abort",
+                    {"reason": "cancelled"})
+    mark = tab.page.locator(f'#messages > li[data-seq="{stopped["seq"]}"] .status')
+    await expect(mark).to_have_text("stopped: cancelled", timeout=WAIT_MS)
+    await tab.screenshot("stream-complete.png")
+    assert tab.errors == []
