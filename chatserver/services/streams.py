@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
@@ -72,6 +73,14 @@ def forbidden(detail: str) -> Problem:
     return Problem(403, detail, code="forbidden")
 
 
+@dataclass
+class Gate:
+    """Appends to one stream waiting, in arrival order, while it is read from Postgres."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class StreamService:
     def __init__(
         self, pool: asyncpg.Pool, teams: ConversationTeams, settings: StreamSettings,
@@ -83,7 +92,7 @@ class StreamService:
         self.events = events
         self.committer = committer or StreamCommitter(pool, settings.commit_interval)
         self.live: dict[uuid.UUID, LiveStream] = {}
-        self._loading: dict[uuid.UUID, asyncio.Future[LiveStream]] = {}
+        self._gates: dict[uuid.UUID, Gate] = {}
 
     # --- open ------------------------------------------------------------------------------------
 
@@ -113,6 +122,7 @@ class StreamService:
                     ("stream", f"at most {exc.limit} open streams per conversation")]) from None
         if row is None:
             raise not_found()
+        self.live[row["id"]] = LiveStream.opened(row, self._bucket())
         message = message_json(row)
         await self.events.message_created(message)
         return Posted(message, created=True)
@@ -126,21 +136,13 @@ class StreamService:
         """Append (all or nothing); the stream's durable next index once they are committed."""
         if not checked:
             await self.teams.check(principal, conversation_id)
-        live = await self._get_live(principal, conversation_id, message_id)
-        fresh = live.plan(deltas, self.settings.max_text_bytes)
-        if fresh and live.bucket is not None:
-            wait = live.bucket.take(time.monotonic(), len(fresh))
-            if wait:
-                raise Problem(429, f"over {self.settings.deltas_per_second:g} deltas per second",
-                              code="rate_limited", headers={"Retry-After": str(int(wait) + 1)})
-        upto = max((d.index for d in deltas), default=-1) + 1
+        live, fresh = await self._admit(principal, conversation_id, message_id, deltas)
         if fresh:
-            first = live.next_index
-            live.apply(fresh)
+            first = live.next_index - len(fresh)
             self.committer.mark(live)
             await self.events.stream_deltas(conversation_id, message_id, live.seq, first, fresh)
         try:
-            await live.durable(upto)
+            await live.durable(max((d.index for d in deltas), default=-1) + 1)
         except BaseException:
             self._forget(live)
             raise
@@ -170,36 +172,46 @@ class StreamService:
         rate = self.settings.deltas_per_second
         return max(int(rate), 1) if rate > 0 else 10_000
 
-    async def _get_live(
-        self, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID
-    ) -> LiveStream:
+    async def _admit(
+        self, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID,
+        deltas: list[Delta],
+    ) -> tuple[LiveStream, list[str]]:
+        """Check `deltas` and apply them to this instance's state of the stream, in the order
+        the appends arrived: while the stream is read from Postgres (its first append here, or
+        after a failed commit), later appends queue behind the gate, in order."""
         live = self.live.get(message_id)
-        if live is None or live.broken is not None:
-            live = await self._load(conversation_id, message_id)
+        if live is not None and live.broken is None and message_id not in self._gates:
+            return live, self._apply(principal, conversation_id, live, deltas)
+        gate = self._gates.setdefault(message_id, Gate())
+        gate.users += 1
+        try:
+            async with gate.lock:
+                live = self.live.get(message_id)
+                if live is None or live.broken is not None:
+                    live = self.live[message_id] = await self._read(conversation_id, message_id)
+                return live, self._apply(principal, conversation_id, live, deltas)
+        finally:
+            gate.users -= 1
+            if not gate.users:
+                del self._gates[message_id]
+
+    def _apply(
+        self, principal: Principal, conversation_id: uuid.UUID, live: LiveStream,
+        deltas: list[Delta],
+    ) -> list[str]:
+        """The texts applied (after the idempotent repeats), or a 403/404/409/413/429."""
         if live.conversation_id != conversation_id:
             raise not_found("message")
         if not may_append(principal, live):
             raise forbidden("only the stream's author may append to it")
-        return live
-
-    async def _load(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> LiveStream:
-        # Concurrent first appends share one read, and resume in the order they arrived.
-        loading = self._loading.get(message_id)
-        if loading is not None:
-            return await asyncio.shield(loading)
-        future: asyncio.Future[LiveStream] = asyncio.get_running_loop().create_future()
-        self._loading[message_id] = future
-        try:
-            live = await self._read(conversation_id, message_id)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the waiters, if any, raise it
-            raise
-        finally:
-            del self._loading[message_id]
-        self.live[message_id] = live
-        future.set_result(live)
-        return live
+        fresh = live.plan(deltas, self.settings.max_text_bytes)
+        if fresh and live.bucket is not None:
+            wait = live.bucket.take(time.monotonic(), len(fresh))
+            if wait:
+                raise Problem(429, f"over {self.settings.deltas_per_second:g} deltas per second",
+                              code="rate_limited", headers={"Retry-After": str(int(wait) + 1)})
+        live.apply(fresh)
+        return fresh
 
     async def _read(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> LiveStream:
         async with self.pool.acquire() as conn:
@@ -208,9 +220,11 @@ class StreamService:
             raise not_found("message")
         if row["stream_state"] != StreamState.OPEN:
             check_transition(row["stream_state"], StreamState.COMPLETE, row["stream_next_index"])
+        return LiveStream.from_row(row, self._bucket())
+
+    def _bucket(self) -> TokenBucket | None:
         rate = self.settings.deltas_per_second
-        bucket = TokenBucket(rate, max(rate, 1.0)) if rate > 0 else None
-        return LiveStream.from_row(row, bucket)
+        return TokenBucket(rate, max(rate, 1.0)) if rate > 0 else None
 
     def _forget(self, live: LiveStream) -> None:
         if self.live.get(live.message_id) is live:
@@ -259,7 +273,7 @@ class StreamService:
     ) -> dict[str, Any]:
         if not checked:
             await self.teams.check(principal, conversation_id)
-        live = await self._get_live(principal, conversation_id, message_id)
+        live, _ = await self._admit(principal, conversation_id, message_id, [])
         try:
             await live.durable(live.next_index)  # this instance's deltas first
         finally:

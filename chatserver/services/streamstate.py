@@ -80,6 +80,13 @@ class LiveStream:
         return cls(row["conversation_id"], row["id"], row["seq"], row["created_by"], ends, deltas,
                    len(content.encode()), len(deltas), bucket)
 
+    @classmethod
+    def opened(cls, row: Any, bucket: TokenBucket | None) -> LiveStream:
+        """A stream just opened (`row` as inserted): its opening content, no delta yet."""
+        content = row["content"]
+        return cls(row["conversation_id"], row["id"], row["seq"], row["created_by"],
+                   [len(content)], [], len(content.encode()), 0, bucket)
+
     @property
     def next_index(self) -> int:
         return len(self.deltas)

@@ -13,12 +13,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from chatserver.app import create_app
+from chatserver.appkeys import STREAMS
 from chatserver.config import Settings
 from chatserver.store import streams as stream_store
 from chatserver.store.streams import Append
 from tests.api.test_streams_api import append, open_stream
 from tests.conftest import Api
-from tests.realtime.helpers import WAIT, connect, frame_of, send
+from tests.realtime.helpers import WAIT, connect, frame_of, next_frame, send
 from tests.redis_server import RedisServer
 
 
@@ -203,3 +204,26 @@ async def test_missing_deltas_are_filled_from_postgres(two_instances: Any, db: A
         assert reader.texts[mid] == "lost found"
         assert reader.problems == []
         await reader.close()
+
+
+async def test_pipelined_deltas_keep_their_order_while_the_stream_is_read(api: Api) -> None:
+    cid = await api.create_conversation()
+    mid = (await open_stream(api, cid))["id"]
+    # As on an instance that did not open it: the first append reads the stream from Postgres,
+    # and the deltas sent meanwhile (without waiting for acks) are applied in the order sent.
+    api.client.app[STREAMS].live.clear()
+    agent = await connect(api.client, cid, api.key)
+    await frame_of(agent, "ready")
+    for i in range(40):
+        await send(agent, **{"type": "message.delta", "message_id": mid, "index": i,
+                             "text": f"{i},"})
+        await asyncio.sleep(0.001)  # some arrive during the read, some just after it
+    acked = 0
+    while acked < 40:
+        frame = await next_frame(agent)
+        assert frame is not None and frame["type"] != "error", frame
+        if frame["type"] == "ack":
+            acked = frame["next_index"]
+    [stored] = (await api.call("GET", f"/conversations/{cid}/messages", expect=200))[1]
+    assert stored["content"] == "".join(f"{i}," for i in range(40))
+    await agent.close()
