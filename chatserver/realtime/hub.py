@@ -358,6 +358,9 @@ class Hub:
             return
         async for rows in history.pages_after(self.pool, room.id, room.delivered, up_to=up_to):
             for row in rows:
+                if row["stream_state"] == "open":
+                    room.streams.sent_with_text(row["id"].hex, row["seq"],
+                                                row["stream_next_index"])
                 room.accept(row["seq"], message_frame(message_json(row)))
 
     def _schedule_stream_fill(self, room: Room, message_id: str) -> None:

@@ -27,6 +27,7 @@ class StreamCursor:
     texts: list[str] = field(default_factory=list)
     early: dict[int, str] = field(default_factory=dict)
     unsent_from: int | None = None  # index of the first taken delta not yet emitted
+    floor: int = 0  # its message went out with the text up to here (read from Postgres)
     closed: bool = False
 
     @property
@@ -65,6 +66,18 @@ class RoomStreams:
             cursor.texts.append(cursor.early.pop(cursor.next))
         return bool(cursor.early)
 
+    def sent_with_text(self, message_id: str, seq: int, next_index: int) -> None:
+        """The stream's message goes out read from Postgres, with the text of the deltas below
+        `next_index`: those are not sent again as deltas."""
+        if self.opened_seq is None or message_id in self.closed:
+            return
+        cursor = self.cursors.get(message_id)
+        if cursor is None:
+            if seq <= self.opened_seq:
+                return
+            cursor = self.cursors[message_id] = StreamCursor(seq, 0)
+        cursor.floor = max(cursor.floor, next_index)
+
     def missing(self, message_id: str) -> int | None:
         """The index a stream waits for, when later ones arrived first."""
         cursor = self.cursors.get(message_id)
@@ -77,10 +90,11 @@ class RoomStreams:
         for message_id, cursor in list(self.cursors.items()):
             if cursor.seq > delivered:
                 continue
-            if cursor.unsent_from is not None:
-                frames.append(DeltaOutgoing(message_id, cursor.seq, cursor.unsent_from,
-                                            cursor.texts[cursor.unsent_from - cursor.start:]))
-                cursor.unsent_from = None
+            first = max(cursor.unsent_from or 0, cursor.floor)
+            if cursor.unsent_from is not None and first < cursor.next:
+                frames.append(DeltaOutgoing(message_id, cursor.seq, first,
+                                            cursor.texts[first - cursor.start:]))
+            cursor.unsent_from = None
             if cursor.closed:
                 del self.cursors[message_id]
                 self.closed.add(message_id)

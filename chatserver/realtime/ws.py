@@ -5,6 +5,8 @@ Refusals happen after the upgrade, with a close code a browser can read: 4401 ba
 4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `socketguard`).
 1013 (try again later) while the database is unreachable. A frame that cannot be stored then gets
 an `unavailable` error frame with `retry_after`, and the socket stays.
+With `since`, the streams still open are sent too (also those at or below `since`), and each
+socket then gets only the deltas past the text it was sent (`SocketSender.go_live`).
 Client frames are handled in the order read, up to `[limits] socket_frames_in_flight` at once
 (`chatserver.realtime.inbound`); a broken frame gets an error frame and the socket stays.
 The socket always leaves its room and the presence list in `finally`.

@@ -33,6 +33,9 @@ BODIES: dict[str, Any] = {
     "update_workflow_conversation": {"agent_product_id": 666},
     "connect_to_workflow_conversation": {"intruder": True},
     "create_token": {"user": "mallory"},
+    "append_deltas": {"deltas": [{"index": 0, "text": "intrusion"}]},
+    "complete_stream": {"content": "intrusion"},
+    "abort_stream": {"reason": "intrusion"},
 }
 SOCKET_ROUTE = "conversation_socket"
 HEX = re.compile(r"[0-9a-f]{32}")

@@ -16,6 +16,7 @@ from chatserver.app import create_app
 from chatserver.appkeys import STREAMS
 from chatserver.config import Settings
 from chatserver.store import streams as stream_store
+from chatserver.store.messages import NewMessage
 from chatserver.store.streams import Append
 from tests.api.test_streams_api import append, open_stream
 from tests.conftest import Api
@@ -227,3 +228,23 @@ async def test_pipelined_deltas_keep_their_order_while_the_stream_is_read(api: A
     [stored] = (await api.call("GET", f"/conversations/{cid}/messages", expect=200))[1]
     assert stored["content"] == "".join(f"{i}," for i in range(40))
     await agent.close()
+
+
+async def test_a_stream_whose_opening_was_missed_is_not_doubled(
+    two_instances: Any, db: Any,
+) -> None:
+    a, b = await two_instances()
+    cid = await a.create_conversation()
+    reader = await StreamReader.open(b.client, cid, b.key, since=0)
+    # As if the instance that opened it died before publishing: b's room learns of the message
+    # from Postgres (with the text committed by then) while its deltas arrive live.
+    row = await stream_store.insert_stream(db, NewMessage(
+        conversation_id=uuid.UUID(hex=cid), content="", content_type="TEXT", type="AGENT_OUTPUT",
+        status="RECEIVED", created_by="agent", stream=True), max_open=4)
+    mid = row["id"].hex
+    for i, word in enumerate(["a", "b", "c"]):
+        await append(b, cid, mid, (i, word))
+    await reader.until(lambda: reader.next.get(mid) == 3)
+    assert reader.texts[mid] == "abc"
+    assert reader.problems == []
+    await reader.close()
