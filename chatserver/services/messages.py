@@ -64,6 +64,16 @@ def _client_id(fields: Fields, header_key: str | None) -> str | None:
     return client_id
 
 
+def replay(new: NewMessage, existing: Any) -> Posted:
+    """The stored message for a retry of `new` (same client_id); 422 if it differs."""
+    if not new.same_request(existing):
+        raise Problem(
+            422, "client_id was already used for a different message in this conversation",
+            title="Idempotency key reused", invalid_params=[("client_id", "already used")],
+        )
+    return Posted(message_json(existing), created=False)
+
+
 class ConversationTeams:
     """Which team owns a conversation, remembered: a conversation never changes team and is never
     deleted, so a post skips the lookup after the first (the insert itself finds the row)."""
@@ -144,19 +154,10 @@ class MessageService:
         if stored.row is None:
             raise not_found()
         if not stored.created:
-            return self._replay(new, stored.row)
+            return replay(new, stored.row)
         message = message_json(stored.row)
         await self.events.message_created(message)
         return Posted(message, created=True)
-
-    @staticmethod
-    def _replay(new: NewMessage, existing: Any) -> Posted:
-        if not new.same_request(existing):
-            raise Problem(
-                422, "client_id was already used for a different message in this conversation",
-                title="Idempotency key reused", invalid_params=[("client_id", "already used")],
-            )
-        return Posted(message_json(existing), created=False)
 
     async def page(
         self, principal: Principal, conversation_id: uuid.UUID, *, before: int | None,

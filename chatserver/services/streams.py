@@ -28,7 +28,7 @@ from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.models import MessageStatus, StreamState, message_json
 from chatserver.problems import Problem, ValidationProblem, not_found
 from chatserver.ratelimit import TokenBucket
-from chatserver.services.messages import ConversationTeams, Posted
+from chatserver.services.messages import ConversationTeams, Posted, replay
 from chatserver.services.streamcommit import StreamCommitter
 from chatserver.services.streamstate import Delta, LiveStream, StreamConflict, check_transition
 from chatserver.store import messages as message_store
@@ -106,11 +106,9 @@ class StreamService:
         if not checked:
             await self.teams.check(principal, new.conversation_id)
         async with self.pool.acquire() as conn:
-            if new.client_id is not None:
-                existing = await message_store.get_by_client_id(
-                    conn, new.conversation_id, new.client_id)
-                if existing is not None:
-                    return Posted(message_json(existing), created=False)
+            existing = await self._stored(conn, new)
+            if existing is not None:
+                return replay(new, existing)
             try:
                 async with conn.transaction():
                     row = await store.insert_stream(conn, new,
@@ -120,12 +118,21 @@ class StreamService:
             except store.TooManyOpen as exc:
                 raise Problem(409, str(exc), code="too_many_streams", invalid_params=[
                     ("stream", f"at most {exc.limit} open streams per conversation")]) from None
+            except asyncpg.UniqueViolationError:  # a concurrent open with this client_id won
+                return replay(new, await self._stored(conn, new))
         if row is None:
             raise not_found()
         self.live[row["id"]] = LiveStream.opened(row, self._bucket())
         message = message_json(row)
         await self.events.message_created(message)
         return Posted(message, created=True)
+
+    @staticmethod
+    async def _stored(conn: Any, new: NewMessage) -> Any:
+        """The message already stored under `new`'s client_id (None without one)."""
+        if new.client_id is None:
+            return None
+        return await message_store.get_by_client_id(conn, new.conversation_id, new.client_id)
 
     # --- append ----------------------------------------------------------------------------------
 

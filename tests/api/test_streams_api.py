@@ -3,6 +3,7 @@ abort, who may stream, and the limits."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -131,3 +132,13 @@ async def test_browser_tokens_and_other_keys_may_not_stream(api: Api, api_for: A
     other = await api_for(None, name="someone-else")
     await append(other, cid, mid, (0, "x"), expect=403)
     await api.call("POST", f"/conversations/{cid}/messages/{mid}/complete", {}, expect=200)
+
+
+async def test_opening_is_idempotent_with_a_client_id(api: Api) -> None:
+    cid = await api.create_conversation()
+    opened = await asyncio.gather(*(open_stream(api, cid, client_id="answer-7") for _ in range(8)))
+    assert len({m["id"] for m in opened}) == 1
+    status, problem, _ = await api.call("POST", f"/conversations/{cid}/messages", {
+        "content": "other", "stream": True, "type": "AGENT_OUTPUT", "client_id": "answer-7"})
+    assert status == 422, problem
+    assert len(await listed(api, cid)) == 1
