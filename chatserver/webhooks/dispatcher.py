@@ -46,6 +46,7 @@ _STATUS = {
     Verdict.FAILED: "failed",
     Verdict.RETRY: "pending",
     Verdict.GONE: "pending",  # held until the endpoint is enabled again
+    Verdict.REFUSED: "failed",  # terminal: the SSRF guard refused the callback_url
 }
 
 
@@ -237,6 +238,10 @@ class Dispatcher:
 
     @staticmethod
     def _log_failure(job: Any, result: AttemptResult, decision: Decision) -> None:
+        if decision.verdict is Verdict.REFUSED:
+            log.warning("webhook %s to conversation %s refused, not retried: %s",
+                        job["id"].hex, job["conversation_id"].hex, result.error)
+            return
         log.info(
             "webhook %s to conversation %s failed (status %s%s): %s%s",
             job["id"].hex, job["conversation_id"].hex, result.status_code,
