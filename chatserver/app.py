@@ -54,8 +54,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     watch_pool(app[METRICS], pool)
     box = app[SECRET_BOX]
     warn_without_key(box)
-    async with pool.acquire() as conn:
-        await reseal_all(conn, box)
+    try:
+        async with pool.acquire() as conn:
+            await reseal_all(conn, box)
+    except BaseException:
+        await pool.close()  # no start without readable secrets; nothing else holds the pool yet
+        raise
     conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks, box))
     app[CONVERSATIONS] = conversations
     yield

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chatserver.security.box import SecretBox
+from chatserver.security.box import PREFIX, SecretBox, SecretKeyError
 from chatserver.store import secrets as secret_store
 from chatserver.store import webhooks as webhook_store
 
@@ -18,8 +18,11 @@ log = logging.getLogger(__name__)
 
 
 async def reseal_all(conn: Any, box: SecretBox) -> int:
-    """Re-encrypt every stored secret not sealed with the first key; the number of rows changed."""
+    """Re-encrypt every stored secret not sealed with the first key; the number of rows changed.
+    Without a key, refuse (SecretKeyError) when some webhook secret is already encrypted."""
     if not box.enabled:
+        if await webhook_store.any_sealed_endpoint_secret(conn, PREFIX):
+            raise SecretKeyError("webhook secrets are stored encrypted: set [security] secret_key")
         return 0
     changed = 0
     async with conn.transaction():

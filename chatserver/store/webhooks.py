@@ -245,6 +245,9 @@ LOCK_ENDPOINT_SECRETS = """
 SELECT conversation_id, secret, previous_secret FROM webhook_endpoints
 ORDER BY conversation_id FOR UPDATE
 """
+ANY_SEALED_ENDPOINT_SECRET = """
+SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE secret LIKE $1 OR previous_secret LIKE $1)
+"""
 UPDATE_ENDPOINT_SECRETS = """
 UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE conversation_id = $1
 """
@@ -409,3 +412,8 @@ async def update_endpoint_secrets(
     conn: Any, conversation_id: uuid.UUID, secret: str, previous_secret: str | None
 ) -> None:
     await conn.execute(UPDATE_ENDPOINT_SECRETS, conversation_id, secret, previous_secret)
+
+
+async def any_sealed_endpoint_secret(conn: Any, prefix: str) -> bool:
+    """Whether any endpoint secret is stored in the encrypted form starting with `prefix`."""
+    return bool(await conn.fetchval(ANY_SEALED_ENDPOINT_SECRET, prefix + "%"))

@@ -161,3 +161,22 @@ def test_security_settings_from_the_environment() -> None:
         SecretBox.from_settings(SecuritySettings(secret_key="short"))
     with pytest.raises(ConfigError, match="previous_keys"):
         SecretBox.from_settings(SecuritySettings(secret_key=KEY_A, previous_keys=("short",)))
+
+
+async def test_a_process_without_the_key_refuses_to_start_on_encrypted_rows(
+    start: Any, database_url: str, receiver: Receiver,
+) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from chatserver.security.box import SecretKeyError
+
+    keyed_api = await start(KEY_A)
+    await hooked_conversation(keyed_api, receiver)
+    await keyed_api.client.close()
+    for key in ("", KEY_B):
+        server = TestServer(create_app(keyed(database_url, key)))
+        try:
+            with pytest.raises(SecretKeyError, match="secret_key"):
+                await server.start_server()
+        finally:
+            await server.close()
