@@ -83,9 +83,11 @@ class LimitSettings:
     request_burst_per_key: int = 200
     socket_frames_per_second: float = 20.0
     socket_frame_burst: int = 40
+    socket_dropped_frames_per_second: int = 100
     socket_frames_in_flight: int = 32
     max_sockets_per_instance: int = 10_000
     max_sockets_per_conversation: int = 1_000
+    max_sockets_per_team: int = 5_000
 
 
 @dataclass(frozen=True)

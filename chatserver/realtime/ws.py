@@ -2,7 +2,7 @@
 
 Refusals happen after the upgrade, with a close code a browser can read: 4401 bad credentials,
 4404 unknown conversation, 4400 bad request (e.g. `since` above the conversation's last seq),
-4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `socketguard`).
+4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `guard`), 1008 a flood.
 1013 (try again later) while the database is unreachable. A frame that cannot be stored then gets
 an `unavailable` error frame with `retry_after`, and the socket stays.
 Client frames are handled in the order read, up to `[limits] socket_frames_in_flight` at once
@@ -111,6 +111,7 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat, compress=settings.compress,
         max_msg_size=settings.max_frame_bytes, timeout=settings.close_timeout,
+        autoping=False,  # pings are answered by `inbound.receive`, within the frame budget
     )
     await ws.prepare(request)
     try:
