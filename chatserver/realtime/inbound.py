@@ -107,7 +107,7 @@ async def receive(
             if verdict is Verdict.CLOSE:
                 log.info("closing a websocket on %s: it floods frames",
                          session.conversation_id.hex)
-                await sender.shut(CLOSE_FLOODING, FLOODING_REASON)
+                await sender.shut(CLOSE_FLOODING, FLOODING_REASON, hear_back=False)
                 return
             if verdict is not Verdict.HANDLE:
                 if verdict is Verdict.TELL:
