@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import HUB, MESSAGES, METRICS, SETTINGS
+from chatserver.appkeys import AUTH_THROTTLE, HUB, MESSAGES, METRICS, SETTINGS
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
 from chatserver.problems import Problem, unavailable
@@ -52,6 +52,7 @@ class Session:
     principal: Principal
     conversation_id: uuid.UUID
     since: int | None
+    address: str  # the client's, for the limits per address
 
 
 class FramePipeline:
@@ -107,6 +108,8 @@ async def receive(
             if verdict is Verdict.CLOSE:
                 log.info("closing a websocket on %s: it floods frames",
                          session.conversation_id.hex)
+                # Its address opens nothing more until it has earned a full burst back.
+                app[AUTH_THROTTLE].penalize(session.address, limits.failed_auth_burst_per_address)
                 await sender.shut(CLOSE_FLOODING, FLOODING_REASON, hear_back=False)
                 return
             if verdict is not Verdict.HANDLE:

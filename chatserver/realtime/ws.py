@@ -116,7 +116,7 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
     since = parse_since(request)
     if since is not None and since > row["last_seq"]:
         raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
-    return Session(who, conversation_id, since), row["last_seq"]
+    return Session(who, conversation_id, since, address), row["last_seq"]
 
 
 async def conversation_socket(request: web.Request) -> web.WebSocketResponse:

@@ -7,12 +7,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import aiohttp
+
 from chatserver.config import Settings
 from tests.conftest import Api
 from tests.realtime.helpers import closed_with, connect, next_frame, ready, send, watch
 from tests.realtime.test_guard import app_api
 
 FLOOD_PINGS = 5_000
+FLOODER = "127.0.0.2"  # another client address than the test client's
 
 
 async def rate_limited_count(api: Api) -> str:
@@ -59,13 +62,22 @@ async def test_a_ping_flood_is_closed_with_1008_and_the_server_still_answers(
 ) -> None:
     api = await app_api(settings, aiohttp_client, make_key)  # the default limits
     cid = await api.create_conversation()
-    quiet = await watch(api.client, cid, api.key)
-    flood = await connect(api.client, cid, api.key)
-    await ready(flood)
-    with contextlib.suppress(ConnectionError):  # the server may close it mid-flood
-        for _ in range(FLOOD_PINGS):
-            await flood.ping()
-    assert await closed_with(flood) == 1008
+    quiet = await watch(api.client, cid, api.key)  # from 127.0.0.1
+    headers = {"Authorization": f"Bearer {api.key}"}
+    socket_url = api.client.make_url(f"/ws/conversations/{cid}")
+    elsewhere = aiohttp.TCPConnector(local_addr=(FLOODER, 0))
+    async with aiohttp.ClientSession(connector=elsewhere, headers=headers) as flooder:
+        flood = await flooder.ws_connect(socket_url)
+        await ready(flood)
+        with contextlib.suppress(ConnectionError):  # the server may drop it mid-flood
+            for _ in range(FLOOD_PINGS):
+                await flood.ping()
+        assert await closed_with(flood) == 1008
+        # The flooding address is refused before authentication for a while, socket and REST...
+        assert await closed_with(await flooder.ws_connect(socket_url)) == 4429
+        async with flooder.get(api.client.make_url("/conversations")) as resp:
+            assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    # ...while everyone else is served as before.
     posted = await api.post_message(cid, "still here")
     await quiet.has_seq(posted["seq"])
     assert quiet.close_code is None
