@@ -1,5 +1,10 @@
 """A websocket's client frames: read, rate-limited, handled in order, answered with ack or error.
 
+Each frame, text or control, first takes a token of the socket's frame budget
+(`chatserver.realtime.guard.FrameBudget`) before anything else is done with it: over the budget
+it is dropped unread, a ping is not answered, and a flood closes the socket with 1008. Pings are
+answered here (the socket is made with `autoping=False`) so that they count like any frame.
+
 A client that sends several messages without waiting for each ack (a server-side integration, a
 burst of pasted lines) gets them handled together: each frame is handled by a task started in the
 order the frames were read, so the messages reach the group committer in that order (and get
@@ -22,12 +27,18 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import HUB, MESSAGES, METRICS, SETTINGS, STREAMS
+from chatserver.appkeys import AUTH_THROTTLE, HUB, MESSAGES, METRICS, SETTINGS, STREAMS
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
 from chatserver.problems import Problem, unavailable
 from chatserver.realtime.frames import frame
-from chatserver.realtime.guard import FrameLimiter, RateLimited
+from chatserver.realtime.guard import (
+    CLOSE_FLOODING,
+    FLOODING_REASON,
+    FrameBudget,
+    RateLimited,
+    Verdict,
+)
 from chatserver.realtime.sendqueue import SocketSender
 from chatserver.services.streamstate import StreamConflict
 from chatserver.validation import parse_hex_id, parse_json_object
@@ -42,6 +53,7 @@ class Session:
     principal: Principal
     conversation_id: uuid.UUID
     since: int | None
+    address: str  # the client's, for the limits per address
 
 
 class FramePipeline:
@@ -88,13 +100,26 @@ async def receive(
     app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
 ) -> None:
     limits = app[SETTINGS].limits
-    limiter = FrameLimiter(limits, app[METRICS])
+    budget = FrameBudget(limits, app[METRICS])
     pipeline = FramePipeline(limits.socket_frames_in_flight,
                              lambda exc: sender.close_soon(*close_for(exc)))
     try:
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await pipeline.start(handle_text(app, sender, session, msg.data, limiter))
+            verdict, wait = budget.take()
+            if verdict is Verdict.CLOSE:
+                log.info("closing a websocket on %s: it floods frames",
+                         session.conversation_id.hex)
+                # Its address opens nothing more until it has earned a full burst back.
+                app[AUTH_THROTTLE].penalize(session.address, limits.failed_auth_burst_per_address)
+                await sender.shut(CLOSE_FLOODING, FLOODING_REASON, hear_back=False)
+                return
+            if verdict is not Verdict.HANDLE:
+                if verdict is Verdict.TELL:
+                    sender.push(error_frame(RateLimited(wait), None))
+            elif msg.type is WSMsgType.TEXT:
+                await pipeline.start(handle_text(app, sender, session, msg.data, budget))
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
                 return
@@ -103,24 +128,19 @@ async def receive(
 
 
 async def handle_text(
-    app: web.Application, sender: SocketSender, session: Session, raw: str, limiter: FrameLimiter
+    app: web.Application, sender: SocketSender, session: Session, raw: str,
+    budget: FrameBudget | None = None,
 ) -> None:
     client_id = None
     try:
-        try:
-            data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
-        except Problem:
-            limiter.take()  # a broken frame counts too
-            raise
+        data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
         client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
         kind = data.pop("type", None)
-        if kind == "message.delta":  # limited per stream ([streams] deltas_per_second)
-            await append_delta(app, sender, session, data)
-            return
-        if wait := limiter.take():
-            raise RateLimited(wait)
+        streamed = False
         if kind == "message":
-            await post(app, sender, session, data)
+            streamed = await post(app, sender, session, data)
+        elif kind == "message.delta":
+            streamed = await append_delta(app, sender, session, data)
         elif kind == "typing":
             await app[HUB].ephemeral(
                 session.conversation_id, frame("typing", user=session.principal.name)
@@ -129,6 +149,9 @@ async def handle_text(
             raise Problem(400, "type must be message, message.delta or typing",
                           code="unknown_type",
                           invalid_params=[("type", "must be message, message.delta or typing")])
+        if streamed and budget is not None:
+            # A socket that streams (its credential may) sends a frame per delta.
+            budget.widen(app[SETTINGS].streams.deltas_per_second)
     except Problem as problem:
         sender.push(error_frame(problem, client_id))
     except UNAVAILABLE_ERRORS as exc:
@@ -139,7 +162,8 @@ async def handle_text(
 
 async def post(
     app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
-) -> None:
+) -> bool:
+    """A `message` frame (whole, or opening a stream); whether it opened a stream."""
     service = app[MESSAGES]
     new = service.validate_new(session.principal, session.conversation_id, body)
     # The socket's access to its conversation was checked when it opened.
@@ -150,11 +174,12 @@ async def post(
     if posted.created:
         app[METRICS].messages_in.labels("ws").inc()
     sender.push(frame("ack", client_id=new.client_id, message=posted.message))
+    return new.stream
 
 
 async def append_delta(
     app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
-) -> None:
+) -> bool:
     """A `message.delta` frame: acknowledged with the stream's next index once durable."""
     service = app[STREAMS]
     message_id = parse_hex_id(str(body.pop("message_id", "")), "message_id")
@@ -162,6 +187,7 @@ async def append_delta(
     next_index = await service.append(session.principal, session.conversation_id, message_id,
                                       [delta], checked=True)
     sender.push(frame("ack", message_id=message_id.hex, next_index=next_index))
+    return True
 
 
 ERROR_CODES = {400: "invalid", 403: "forbidden", 404: "not_found", 409: "conflict",

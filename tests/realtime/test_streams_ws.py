@@ -248,3 +248,25 @@ async def test_a_stream_whose_opening_was_missed_is_not_doubled(
     assert reader.texts[mid] == "abc"
     assert reader.problems == []
     await reader.close()
+
+
+async def test_a_streaming_socket_may_send_a_frame_per_delta(
+    settings: Settings, aiohttp_client: Any, make_key: Any,
+) -> None:
+    config = settings.replace(limits={"socket_frames_per_second": 1.0, "socket_frame_burst": 3})
+    api = Api(await aiohttp_client(create_app(config)), await make_key("agent"))
+    cid = await api.create_conversation()
+    agent = await connect(api.client, cid, api.key)
+    await frame_of(agent, "ready")
+    await send(agent, type="message", content="", stream=True)
+    mid = (await frame_of(agent, "ack"))["message"]["id"]
+    # Past the socket's budget of 1 frame/s: a streaming socket gets [streams] deltas_per_second.
+    for i in range(30):
+        await send(agent, **{"type": "message.delta", "message_id": mid, "index": i, "text": "x"})
+    acked = 0
+    while acked < 30:
+        frame = await next_frame(agent)
+        assert frame is not None and frame["type"] != "error", frame
+        if frame["type"] == "ack":
+            acked = frame["next_index"]
+    await agent.close()
