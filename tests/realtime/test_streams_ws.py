@@ -84,6 +84,16 @@ class StreamReader:
             await asyncio.wait_for(self.task, WAIT)
 
 
+async def all_acked(ws: aiohttp.ClientWebSocketResponse, count: int) -> None:
+    """Read until an ack reaches `count`; no error frame on the way."""
+    acked = 0
+    while acked < count:
+        frame = await next_frame(ws)
+        assert frame is not None and frame["type"] != "error", frame
+        if frame["type"] == "ack":
+            acked = frame["next_index"]
+
+
 async def test_stream_over_the_websocket(api: Api) -> None:
     cid = await api.create_conversation()
     reader = await StreamReader.open(api.client, cid, api.key, since=0)
@@ -219,12 +229,7 @@ async def test_pipelined_deltas_keep_their_order_while_the_stream_is_read(api: A
         await send(agent, **{"type": "message.delta", "message_id": mid, "index": i,
                              "text": f"{i},"})
         await asyncio.sleep(0.001)  # some arrive during the read, some just after it
-    acked = 0
-    while acked < 40:
-        frame = await next_frame(agent)
-        assert frame is not None and frame["type"] != "error", frame
-        if frame["type"] == "ack":
-            acked = frame["next_index"]
+    await all_acked(agent, 40)
     [stored] = (await api.call("GET", f"/conversations/{cid}/messages", expect=200))[1]
     assert stored["content"] == "".join(f"{i}," for i in range(40))
     await agent.close()
@@ -263,10 +268,5 @@ async def test_a_streaming_socket_may_send_a_frame_per_delta(
     # Past the socket's budget of 1 frame/s: a streaming socket gets [streams] deltas_per_second.
     for i in range(30):
         await send(agent, **{"type": "message.delta", "message_id": mid, "index": i, "text": "x"})
-    acked = 0
-    while acked < 30:
-        frame = await next_frame(agent)
-        assert frame is not None and frame["type"] != "error", frame
-        if frame["type"] == "ack":
-            acked = frame["next_index"]
+    await all_acked(agent, 30)
     await agent.close()
