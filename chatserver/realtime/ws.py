@@ -43,7 +43,7 @@ from chatserver.realtime.guard import (
 from chatserver.realtime.inbound import UNAVAILABLE_REASON, Session, close_for, receive
 from chatserver.realtime.sendqueue import SocketSender
 from chatserver.services import history
-from chatserver.validation import parse_hex_id
+from chatserver.validation import BIGINT_MAX, DECIMAL_ID, parse_hex_id
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def parse_since(request: web.Request) -> int | None:
     text = request.query.get("since")
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 18:
+    # ASCII digits only: str.isdigit() also takes "²" and "①", which int() then refuses.
+    if DECIMAL_ID.fullmatch(text) is None or int(text) > BIGINT_MAX:
         raise Refusal(CLOSE_BAD_REQUEST, "since must be a non-negative integer")
     return int(text)
 
