@@ -207,8 +207,9 @@ def query_int(
         return default
     if QUERY_INTEGER.fullmatch(text) is None:
         raise ValidationProblem([(key, "must be an integer (ASCII digits)")])
-    digits = text.removeprefix("-").lstrip("0")
-    if len(digits) > INTEGER_DIGITS_MAX or not minimum <= int(text) <= maximum:
+    # Past 19 significant digits it is out of range anyway: no need to convert thousands of them.
+    value = int(text) if len(text.removeprefix("-").lstrip("0")) <= INTEGER_DIGITS_MAX else None
+    if value is None or not minimum <= value <= maximum:
         raise ValidationProblem([(key, f"must be between {minimum} and {maximum}")])
     return value
 

@@ -108,6 +108,18 @@ async def test_floats_of_any_size_are_still_floats(api: Api) -> None:
                                    "small": 2**63 - 1}
 
 
+async def test_numbers_in_queries_in_range_are_read(api: Api) -> None:
+    cid = await api.create_conversation()
+    for n in range(3):
+        await api.post_message(cid, str(n))
+    _, page, _ = await api.call("GET", f"/conversations/{cid}/messages?limit=02&before=3",
+                                expect=200)
+    assert [m["seq"] for m in page] == [2, 1]
+    _, page, _ = await api.call("GET", f"/conversations/{cid}/messages?after=-0&limit=1",
+                                expect=200)
+    assert len(page) == 1
+
+
 @pytest.mark.parametrize("number", NOT_ASCII_NUMBERS)
 @pytest.mark.parametrize("param", ["limit", "before", "after"])
 async def test_numbers_in_queries_are_ascii_digits(api: Api, number: str, param: str) -> None:
@@ -118,9 +130,11 @@ async def test_numbers_in_queries_are_ascii_digits(api: Api, number: str, param:
     assert names(body) == {param}
 
 
-@pytest.mark.parametrize("path_id", ["%C2%B2", "%E2%91%A0", "-1", "0", "9223372036854775808", "1" * 40])
+@pytest.mark.parametrize("path_id", ["%C2%B2", "%E2%91%A0", "-1", "0", "9223372036854775808",
+                                     "1" * 40])
 async def test_path_ids_out_of_range_are_4xx(api: Api, path_id: str) -> None:
-    for target in (f"/workflow-conversations/{path_id}", f"/users/{path_id}/workflow-conversations"):
+    for target in (f"/workflow-conversations/{path_id}",
+                   f"/users/{path_id}/workflow-conversations"):
         status, body = await raw(api, "GET", target.encode(), bearer(api))
         assert 400 <= status < 500, (target, status, body)
 
