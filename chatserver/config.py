@@ -108,6 +108,7 @@ class WebhookSettings:
 @dataclass(frozen=True)
 class RealtimeSettings:
     send_queue_size: int = 1000
+    send_queue_bytes: int = 1_048_576
     heartbeat: float = 30.0
     max_frame_bytes: int = 1_048_576
     compress: bool = False

@@ -124,6 +124,7 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         await close_quietly(ws, WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON, settings)
         return ws
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
+                          byte_limit=settings.send_queue_bytes,
                           transport=request.transport,  # type: ignore[arg-type]
                           flusher=request.app[HUB].flusher)
     admitted = OpenSocket(session.conversation_id, session.principal, sender)

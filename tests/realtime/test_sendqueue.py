@@ -61,6 +61,35 @@ async def test_ephemeral_frames_are_dropped_first() -> None:
     assert sender.closing and ws.closed_with == CLOSE_TOO_SLOW
 
 
+async def test_the_byte_budget_cuts_off_before_the_frame_count() -> None:
+    ws = ClosingSocket()
+    sender = SocketSender(ws, 1000, close_timeout=1.0, byte_limit=100)  # type: ignore[arg-type]
+    sender.syncing = False
+    sender.offer(Kind.EPHEMERAL, 0, typing(b"t" * 30))
+    sender.offer(Kind.MESSAGE, 1, out(b"a" * 40))
+    sender.offer(Kind.MESSAGE, 2, out(b"b" * 40))  # 110 bytes queued: over the budget
+    assert sender.queued_bytes == 110 and not sender.closing
+    sender.offer(Kind.EPHEMERAL, 0, typing(b"late"))  # full: dropped
+    sender.offer(Kind.MESSAGE, 3, out(b"c" * 20))  # the typing frame makes room
+    assert queued(sender) == [b"a" * 40, b"b" * 40, b"c" * 20]
+    assert sender.queued_bytes == 100 and sender.dropped == 2
+    sender.offer(Kind.MESSAGE, 4, out(b"d"))  # only messages left: cut off
+    await asyncio.sleep(0)
+    await sender.stop()
+    assert ws.closed_with == CLOSE_TOO_SLOW
+    assert sender.queue == [] and sender.queued_bytes == 0
+
+
+async def test_the_byte_budget_holds_during_replay() -> None:
+    ws = ClosingSocket()
+    sender = SocketSender(ws, 1000, close_timeout=1.0, byte_limit=100)  # type: ignore[arg-type]
+    for seq in (1, 2, 3):
+        sender.offer(Kind.MESSAGE, seq, out(b"x" * 40))
+    await asyncio.sleep(0)
+    await sender.stop()
+    assert ws.closed_with == CLOSE_TOO_SLOW and sender.pending == []
+
+
 async def test_messages_are_never_repeated_or_sent_backwards() -> None:
     sender, _ = live_sender(10)
     sender.last_seq = 5
