@@ -14,7 +14,9 @@ frame's bytes once (`chatserver.realtime.frames`), every socket queues that same
 `Flusher` writes each socket's queued frames with ONE `transport.write` of their joined bytes, at
 the next loop iteration but at most once per `fanout_flush_interval`. While the transport's buffer
 is above its high-water mark (the peer reads slower than we write), frames stay queued, one task
-per such socket waits for the transport to drain, and the limit above applies to them. With
+per such socket waits for the transport to drain and writes the backlog in pieces of about the
+high-water mark (so a socket's own copy of joined bytes stays that small), and the limits above
+apply to what is still queued. With
 compression negotiated, frames go one by one through `WebSocketResponse.send_frame` from a writer
 task, since each socket's deflate stream makes its bytes its own.
 """
@@ -218,16 +220,32 @@ class SocketSender:
             return
         if self.ws.closed or transport.is_closing():
             return  # the connection is going; the socket's handler cleans up
-        if transport.get_write_buffer_size() > self._high_water:
+        if transport.get_write_buffer_size() <= self._high_water:
+            self._write_queue(transport)
+        if self.queue:
             self._writer = asyncio.create_task(self._drain_then_write(transport))
-            return
-        self._write_queue(transport)
 
     def _write_queue(self, transport: asyncio.Transport) -> None:
-        # bytes.join of a single item returns that item: no copy in the common case.
-        data = b"".join([frame.wire for frame in self.queue])
-        self.queue.clear()
-        self.queued_bytes = 0
+        """Hand the queued frames to the transport, at most about its high-water mark at a time.
+
+        The joined bytes are this socket's own copy, kept by the transport until the peer reads
+        them: writing a backlog in high-water-sized pieces (the rest stays queued as the frames
+        every socket shares) bounds that copy for a socket that does not read.
+        """
+        queue = self.queue
+        if self.queued_bytes <= self._high_water:  # the common case: everything at once
+            # bytes.join of a single item returns that item: no copy.
+            data = b"".join([frame.wire for frame in queue])
+            queue.clear()
+            self.queued_bytes = 0
+        else:
+            count, size = 1, len(queue[0].payload)
+            while count < len(queue) and size + len(queue[count].payload) <= self._high_water:
+                size += len(queue[count].payload)
+                count += 1
+            data = b"".join([frame.wire for frame in queue[:count]])
+            del queue[:count]
+            self.queued_bytes -= size
         transport.write(data)
 
     async def _drain_then_write(self, transport: asyncio.Transport) -> None:

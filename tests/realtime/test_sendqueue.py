@@ -160,3 +160,47 @@ async def test_frames_of_every_size_arrive_whole_and_in_order(
     assert received == [max(2, n) for n in SIZES]
     assert (seen[0]._raw is None) == compress  # deflate needs aiohttp's writer, per socket
     await ws.close()
+
+
+async def test_a_backlog_is_written_in_pieces_of_about_the_high_water_mark(
+    aiohttp_client: Any,
+) -> None:
+    """A peer that does not read: the transport keeps at most about its high-water mark of this
+    socket's joined bytes; the rest stays queued as the shared frames. Then it reads it all."""
+    frames = [Outgoing(b'"%s"' % (b"x" * 20_000)) for _ in range(1000)]  # 20 MB: past the kernel
+    seen: list[SocketSender] = []
+    offered = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sender = SocketSender(ws, 1000, close_timeout=1.0, byte_limit=2**30, flusher=Flusher())
+        seen.append(sender)
+        sender.go_live(0)
+        for seq, frame in enumerate(frames, start=1):
+            sender.offer(Kind.MESSAGE, seq, frame)
+            await asyncio.sleep(0)
+        offered.set()
+        async for _ in ws:
+            pass
+        await sender.stop()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/", max_msg_size=0)
+    await asyncio.wait_for(offered.wait(), WAIT)
+    sender = seen[0]
+    assert sender._raw is not None and sender.queue, "the kernel took all of it: send more"
+    high_water = sender._raw.get_write_buffer_limits()[1]
+    for _ in range(100):  # the peer reads a little: the transport drains, the backlog moves
+        await asyncio.wait_for(ws.receive(), WAIT)
+    await asyncio.sleep(0.2)
+    assert sender._raw.get_write_buffer_size() <= high_water + 2 * 20_010
+    assert sender.queue, "the kernel took all of it: send more"
+    for _ in frames[100:]:
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert msg.type is WSMsgType.TEXT and len(msg.data) == 20_002
+    assert sender.queue == [] and sender.queued_bytes == 0
+    await ws.close()
