@@ -15,6 +15,7 @@ from tests.realtime.helpers import WAIT
 
 Headers = list[tuple[bytes, bytes]]
 ABNORMAL_CLOSE = 1006  # what a browser reports when the connection drops without a close frame
+OPEN = 0  # the server accepted the socket and sent a frame
 
 
 async def _exchange(host: str, port: int, head: bytes, body: bytes = b"") -> tuple[
@@ -52,7 +53,9 @@ async def request(
 
 
 async def websocket_close_code(host: str, port: int, target: bytes, headers: Headers) -> int:
-    """Upgrade, then read frames until the server's close frame: its code (1006 if none came)."""
+    """Upgrade, then read the server's first frame: the code of its close frame (1006 if the
+    connection dropped without one), OPEN if it is a text frame (the socket was accepted), or the
+    HTTP status if there was no upgrade."""
     key = base64.b64encode(os.urandom(16))
     upgrade = [(b"Upgrade", b"websocket"), (b"Sec-WebSocket-Key", key),
                (b"Sec-WebSocket-Version", b"13")]
@@ -75,5 +78,7 @@ async def websocket_close_code(host: str, port: int, target: bytes, headers: Hea
             payload = await reader.readexactly(length)
             if first & 0x0F == 0x8:
                 return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            if first & 0x0F == 0x1:
+                return OPEN
     finally:
         writer.close()
