@@ -10,8 +10,9 @@ then never read (a 4 KiB receive buffer, reading paused), and measures the serve
    (`[realtime] send_queue_bytes`, close 4008, aborted after `close_timeout`), a fresh set of
    idle sockets replaces them, and after `--quiet` seconds the RSS is read again.
 
-Each `--variant NAME:ENV=VALUE,...` runs the whole thing on a fresh server with those settings,
-so a build and its baseline are measured in the same run. A benchmark, not a test: nothing here
+Each `--variant NAME[@CHECKOUT]:ENV=VALUE,...` runs the whole thing on a fresh server with those
+settings (and from that checkout, e.g. main's worktree), so a build and its baseline are measured
+in the same run. A benchmark, not a test: nothing here
 runs in CI.
 """
 
@@ -21,9 +22,12 @@ import argparse
 import asyncio
 import base64
 import os
+import re
 import socket
 import time
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -86,6 +90,13 @@ class Result:
     cut_off: list[int] = field(default_factory=list)
 
 
+def open_sockets(port: int) -> int:
+    """The server's own count (`chatserver_sockets_open`)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return int(float(re.search(r"^chatserver_sockets_open (\S+)$", text, re.M)[1]))
+
+
 def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
@@ -134,8 +145,7 @@ async def measure(args: argparse.Namespace, name: str, env: dict[str, str],
         for _ in range(args.rounds):
             result.peaks_mb.append(await burst(port, rooms, key, args.messages, args.size, pid))
             await asyncio.sleep(args.quiet)
-            lost = [s for s in sockets if s.lost.is_set()]
-            result.cut_off.append(len(lost))
+            result.cut_off.append(args.sockets - open_sockets(port))
             for s in sockets:
                 if s.transport is not None and not s.lost.is_set():
                     s.transport.abort()  # a client that gives up, as the server's cut does
@@ -164,18 +174,20 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+def parse_variant(text: str) -> tuple[str, str | None, dict[str, str]]:
     name, _, settings = text.partition(":")
+    name, _, src = name.partition("@")
     env = dict(item.split("=", 1) for item in settings.split(",") if item)
-    return name, env
+    return name, src or None, env
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    shared = servers.Shared.create(None, uvloop=True, ours_src=args.ours_src)
+    shared = servers.Shared.create(None, uvloop=True)
     try:
         results = []
-        for name, env in map(parse_variant, args.variant or ["default:"]):
+        for name, src, env in map(parse_variant, args.variant or ["default:"]):
             started = time.monotonic()
+            shared.ours_src = Path(src).resolve() if src else None
             results.append(await measure(args, name, env, shared))
             print(f"{name}: {time.monotonic() - started:.0f} s", flush=True)
         print(report(results, args))
@@ -193,7 +205,6 @@ def main() -> None:
     parser.add_argument("--quiet", type=float, default=8.0)
     parser.add_argument("--variant", action="append",
                         help="NAME:CHATSERVER_X=value,... (repeatable; default: one, as is)")
-    parser.add_argument("--ours-src", help="run our server from this checkout")
     servers._raise_nofile()
     asyncio.run(main_async(parser.parse_args()))
 

@@ -136,6 +136,7 @@ class PerformanceSettings:
     api_key_cache_ttl: float = 5.0
     fanout_flush_interval: float = 0.002
     uvloop: bool = True
+    memory_trim_interval: float = 10.0
 
 
 @dataclass(frozen=True)
