@@ -26,6 +26,9 @@ DECIMAL_ID = re.compile(r"[0-9]{1,19}")
 INTEGER_DIGITS_MAX = 19  # 2^63 - 1 has 19 digits
 # A query integer: ASCII digits only (int() also takes "١", "１", " 5", "1_0", "+5").
 QUERY_INTEGER = re.compile(r"-?[0-9]+")
+# An integer literal at or beyond 2^63 has at least 19 digits.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
 
 E = TypeVar("E", bound=StrEnum)
 _MISSING: Any = object()
@@ -79,7 +82,7 @@ def parse_json_object(raw: bytes | str, max_depth: int) -> dict[str, Any]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationProblem([("body", f"malformed JSON: {exc}")]) from None
-    if _has_huge_float(data):
+    if _may_hold_huge_integer(raw) and _has_huge_float(data):
         data = _exact_integers(raw)
     if not isinstance(data, dict):
         raise ValidationProblem([("body", "must be a JSON object")])
@@ -87,6 +90,12 @@ def parse_json_object(raw: bytes | str, max_depth: int) -> dict[str, Any]:
     if problems:
         raise ValidationProblem(problems)
     return data
+
+
+def _may_hold_huge_integer(raw: bytes | str) -> bool:
+    """A cheap first look (a C regex over the text): 19 digits in a row, or no such integer."""
+    pattern = _LONG_DIGITS_BYTES if isinstance(raw, bytes) else _LONG_DIGITS
+    return pattern.search(raw) is not None  # type: ignore[arg-type]
 
 
 def _has_huge_float(value: Any) -> bool:

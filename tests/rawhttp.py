@@ -1,6 +1,6 @@
 """HTTP/1.1 requests written byte by byte, for what aiohttp's client will not send: header values
-that are not UTF-8, raw query strings, control characters in a path; and a websocket upgrade read
-down to the server's close frame."""
+that are not UTF-8, raw query strings, control characters in a path; a websocket upgrade read
+down to the server's close frame; and hypothesis strategies for such headers and queries."""
 
 from __future__ import annotations
 
@@ -8,14 +8,28 @@ import asyncio
 import base64
 import os
 import struct
+from urllib.parse import quote
 
 import orjson
+from hypothesis import strategies as st
 
 from tests.realtime.helpers import WAIT
 
 Headers = list[tuple[bytes, bytes]]
 ABNORMAL_CLOSE = 1006  # what a browser reports when the connection drops without a close frame
 OPEN = 0  # the server accepted the socket and sent a frame
+
+# For fuzzing: header values of any bytes but the ones that would end the header line, and query
+# values (Unicode text, escapes that decode to bytes that are not UTF-8, Unicode digits, numbers
+# out of range) ready to put after `name=`.
+HEADER_BYTES = st.binary(max_size=60).map(
+    lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"").strip())
+QUERY_VALUES = st.one_of(
+    st.text(max_size=30).map(lambda t: quote(t, safe="")),
+    st.binary(max_size=30).map(lambda b: quote(b, safe="")),
+    st.sampled_from(["%C2%B2", "%E2%91%A0", "%D9%A3", "%EF%BC%91", "-1", "0", "1", "1e3",
+                     "9223372036854775808", "1" * 40, "true", "null"]),
+)
 
 
 async def _exchange(host: str, port: int, head: bytes, body: bytes = b"") -> tuple[

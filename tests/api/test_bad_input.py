@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +18,7 @@ from chatserver.config import Settings
 from chatserver.server.logs import AccessLogger
 from tests import rawhttp
 from tests.conftest import Api
+from tests.logcapture import captured_log
 
 OUT_OF_RANGE_STAMPS = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
                        "2024-05-01T12:00:00", "0001-01-01T00:00:00"]
@@ -141,15 +141,8 @@ async def test_path_ids_out_of_range_are_4xx(api: Api, path_id: str) -> None:
 
 @pytest.fixture
 def access_lines() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    logger = logging.getLogger("aiohttp.access")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield out
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with captured_log("aiohttp.access") as out:
+        yield out
 
 
 async def test_control_characters_in_a_path_are_escaped_in_the_access_log(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -34,6 +33,9 @@ EXAMPLES = 60
 ALLOWED_FRAMES = {"ack", "error", "message", "message.updated", "typing", "presence",
                   "presence.join", "presence.leave"}
 CLOSE_CODES = {"binary": 1003, "bad_utf8": 1007, "oversized": 1009}
+BOUNDED = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                          HealthCheck.too_slow])
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,7 @@ async def send_raw(ws: aiohttp.ClientWebSocketResponse, fuzz: Fuzz) -> None:
         await ws.send_str(fuzz.data)  # type: ignore[arg-type]
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@BOUNDED
 @given(fuzz=frames)
 async def test_fuzzed_frames_get_errors_or_the_right_close_code(
     target: Target, fuzz: Fuzz
@@ -152,13 +153,6 @@ async def test_fuzzed_frames_get_errors_or_the_right_close_code(
 
 # --- the upgrade request: headers and query strings ----------------------------------------------
 
-HEADER_BYTES = st.binary(max_size=60).map(
-    lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"").strip())
-QUERY_VALUES = st.one_of(
-    st.text(max_size=20).map(lambda t: quote(t, safe="")),
-    st.binary(max_size=20).map(lambda b: quote(b, safe="")),
-    st.sampled_from(["%C2%B2", "%E2%91%A0", "%D9%A3", "-1", "0", "1", "99999999999999999999"]),
-)
 # What a browser can read: accepted, or closed with one of the documented codes.
 UPGRADE_OUTCOMES = {rawhttp.OPEN, 4400, 4401, 4403, 4404}
 
@@ -173,16 +167,15 @@ class Upgrade:
 
 upgrades = st.builds(
     Upgrade,
-    authorization=st.none() | HEADER_BYTES,
+    authorization=st.none() | rawhttp.HEADER_BYTES,
     bearer_prefix=st.booleans(),
-    protocol=st.none() | HEADER_BYTES,
-    query=st.lists(st.tuples(st.sampled_from(["since", "token"]), QUERY_VALUES), max_size=2).map(
-        tuple),
+    protocol=st.none() | rawhttp.HEADER_BYTES,
+    query=st.lists(st.tuples(st.sampled_from(["since", "token"]), rawhttp.QUERY_VALUES),
+                   max_size=2).map(tuple),
 )
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@BOUNDED
 @given(upgrade=upgrades)
 async def test_fuzzed_upgrade_headers_and_queries_never_drop_the_connection(
     target: Target, upgrade: Upgrade
