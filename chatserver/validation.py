@@ -23,6 +23,7 @@ BIGINT_MAX = 2**63 - 1
 ID_MIN = 1
 ID_REASON = f"must be an integer between {ID_MIN} and {BIGINT_MAX}"
 DECIMAL_ID = re.compile(r"[0-9]{1,19}")
+HEX_ID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 INTEGER_DIGITS_MAX = 19  # 2^63 - 1 has 19 digits
 # A query integer: ASCII digits only (int() also takes "١", "１", " 5", "1_0", "+5").
 QUERY_INTEGER = re.compile(r"-?[0-9]+")
@@ -233,13 +234,13 @@ def is_utf8(text: str) -> bool:
 
 
 def parse_hex_id(text: str, name: str = "conversation_id") -> uuid.UUID:
-    """A 32-hex id from a URL path (hyphens tolerated); a malformed one is 400 naming it."""
-    try:
-        if len(text) not in (32, 36):
-            raise ValueError
-        return uuid.UUID(hex=text)
-    except ValueError:
-        raise ValidationProblem([(name, "must be a 32-character hex id")]) from None
+    """A 32-hex id from a URL path (hyphens tolerated); a malformed one is 400 naming it.
+
+    ASCII hex digits only: uuid.UUID alone also takes "١" and "_" (int(..., 16) does).
+    """
+    if HEX_ID.fullmatch(text) is None:
+        raise ValidationProblem([(name, "must be a 32-character hex id")])
+    return uuid.UUID(hex=text)
 
 
 def parse_int_id(text: str, name: str = "id") -> int:

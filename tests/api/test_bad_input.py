@@ -139,6 +139,14 @@ async def test_path_ids_out_of_range_are_4xx(api: Api, path_id: str) -> None:
         assert 400 <= status < 500, (target, status, body)
 
 
+@pytest.mark.parametrize("hex_id", ["%D9%A3" * 32, "0_" * 16, "%20" + "0" * 31,
+                                    "urn:uuid:" + "0" * 27, "%EF%BC%91" * 32])
+async def test_hex_ids_are_ascii_hex_digits(api: Api, hex_id: str) -> None:
+    status, body = await raw(api, "GET", f"/conversations/{hex_id}".encode(), bearer(api))
+    assert status == 400, body
+    assert names(body) == {"conversation_id"}
+
+
 @pytest.fixture
 def access_lines() -> Iterator[io.StringIO]:
     with captured_log("aiohttp.access") as out:
