@@ -7,7 +7,7 @@ same conversation keeps receiving every message in order.
 
 The upgrade request is fuzzed too: random bytes in Authorization and Sec-WebSocket-Protocol,
 random `since` and `token` values; the answer is always an open socket or a documented close code
-(4400, 4401, 4403, 4404), never a dropped connection (1006).
+(4400, 4401, 4403, 4404, 4429), never a dropped connection (1006).
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ async def test_fuzzed_frames_get_errors_or_the_right_close_code(
 # --- the upgrade request: headers and query strings ----------------------------------------------
 
 # What a browser can read: accepted, or closed with one of the documented codes.
-UPGRADE_OUTCOMES = {rawhttp.OPEN, 4400, 4401, 4403, 4404}
+# 4429: failed authentications from one address are throttled.
+UPGRADE_OUTCOMES = {rawhttp.OPEN, 4400, 4401, 4403, 4404, 4429}
 
 
 @dataclass(frozen=True)
