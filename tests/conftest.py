@@ -50,7 +50,8 @@ async def database_url(postgres_admin_dsn: str, template_database: str) -> Async
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings().replace(database={"url": database_url, "pool_min_size": 1})
+    return Settings().replace(database={"url": database_url, "pool_min_size": 1,
+                                        "partitions": databases.partitions_under_test()})
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ async def prepare(settings: Settings) -> Settings:
     from chatserver.cli import create_first_key
 
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     conn = await asyncpg.connect(dsn)
     try:
         await create_first_key(conn, settings.server.port)

@@ -122,7 +122,7 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 async def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """`chatserver worker`: a supervised dispatcher until SIGINT/SIGTERM (or, burst, idle)."""
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     pool = await create_pool(dsn, settings.database)
     sender = WebhookSender(settings.webhooks)
     await sender.start()
