@@ -175,6 +175,10 @@ async def measure(targets: list[Target], rounds: int) -> None:
             await session.close()
 
 
+def _ratio(large: float | None, small: float | None) -> str:
+    return f"{large / small:.2f}" if large is not None and small else "-"
+
+
 def table(targets: list[Target]) -> str:
     sizes = " | ".join(f"{t.size:,} p50 / p99" for t in targets)
     lines = [f"| figure (ms) | {sizes} | largest ÷ smallest p50 / p99 |",
@@ -182,9 +186,8 @@ def table(targets: list[Target]) -> str:
     for figure in FIGURES:
         stats = [percentiles(t.latencies[figure]) for t in targets]
         cells = " | ".join(f"{s['p50_ms']} / {s['p99_ms']}" for s in stats)
-        ratio = (f"{stats[-1]['p50_ms'] / stats[0]['p50_ms']:.2f} / "
-                 f"{stats[-1]['p99_ms'] / stats[0]['p99_ms']:.2f}")
-        lines.append(f"| {figure} | {cells} | {ratio} |")
+        ratios = " / ".join(_ratio(stats[-1][q], stats[0][q]) for q in ("p50_ms", "p99_ms"))
+        lines.append(f"| {figure} | {cells} | {ratios} |")
     return "\n".join(lines)
 
 
