@@ -194,7 +194,7 @@ def table(targets: list[Target]) -> str:
 async def run(args: argparse.Namespace, shared: servers.Shared) -> list[Target]:
     admin_dsn = shared.need_postgres().dsn
     targets = [await prepare(admin_dsn, size, args.partitions) for size in args.sizes]
-    env = {"CHATSERVER_DATABASE_PARTITIONS": str(args.partitions)}
+    env = {"CHATSERVER_DATABASE_PARTITIONS": str(args.partitions), **dict(args.server_env)}
     for target in targets:
         shared.key = None  # a key in each database
         target.side = servers.start_ours(
@@ -216,6 +216,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--partitions", type=int, default=0,
                         help="[database] partitions of every database (0: a plain table)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        type=lambda s: tuple(s.split("=", 1)),
+                        help="a setting of our servers, e.g. "
+                        "CHATSERVER_DATABASE_PLAN_CACHE_MODE=auto")
+    parser.add_argument("--ours-src", help="run our servers from this checkout (a baseline)")
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--client-core", default="1")
     return parser.parse_args()
@@ -223,14 +228,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    shared = servers.Shared.create(args.server_core, uvloop=True)
+    shared = servers.Shared.create(args.server_core, uvloop=True, ours_src=args.ours_src)
     if args.client_core and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in args.client_core.split(",")})
     try:
         targets = asyncio.run(run(args, shared))
-        version = "plain table" if not args.partitions else f"{args.partitions} partitions"
-        print(f"\n{CONVERSATIONS:,} conversations, messages in a {version}, "
-              f"{args.rounds} rounds\n")
+        layout = "plain table" if not args.partitions else f"{args.partitions} partitions"
+        print(f"\n{CONVERSATIONS:,} conversations, messages in a {layout}, {args.rounds} rounds, "
+              f"server from {args.ours_src or 'this checkout'}, {dict(args.server_env)}\n")
         print(table(targets))
     finally:
         shared.close()
