@@ -16,10 +16,10 @@ from aiohttp import web
 
 from chatserver.appkeys import SETTINGS
 
-log = logging.getLogger("chatserver.static")
+log = logging.getLogger(__name__)
 
-# A source checkout's static/ beside the package (also where an editable install finds it).
-DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+# The page ships inside the package (package data), so every install serves it.
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 INDEX_ROUTE = "index"
 STATIC_ROUTE = "static"
 PAGE_HEADERS = {
@@ -39,7 +39,7 @@ def static_dir(configured: str) -> Path:
 
 
 def setup_static(app: web.Application) -> None:
-    """Add `GET /` and `/static/`; with no static directory (a wheel install), log and skip."""
+    """Add `GET /` and `/static/`; with no index.html in a configured directory, log and skip."""
     directory = static_dir(app[SETTINGS].server.static_dir)
     if not (directory / "index.html").is_file():
         log.warning("no browser page: %s/index.html not found ([server] static_dir)", directory)

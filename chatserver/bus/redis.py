@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from chatserver.bus.base import BusHandler, BusState
 from chatserver.server.supervisor import Supervisor
 
-log = logging.getLogger("chatserver.bus")
+log = logging.getLogger(__name__)
 
 PREFIX = "chatserver:bus:"
 # Always subscribed, so the pub/sub connection exists (and can be pinged) with no active room.

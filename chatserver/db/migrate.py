@@ -17,7 +17,7 @@ import asyncpg
 
 from chatserver.db.partitions import apply_partitions
 
-log = logging.getLogger("chatserver.db")
+log = logging.getLogger(__name__)
 
 # Any constant works, as long as nothing else in the database uses it.
 MIGRATION_LOCK_ID = 7_295_001

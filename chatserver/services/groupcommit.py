@@ -31,7 +31,7 @@ from chatserver.store.messages import NewMessage
 from chatserver.webhooks import outbox
 from chatserver.webhooks.outbox import MESSAGE_CREATED
 
-log = logging.getLogger("chatserver.services.groupcommit")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
