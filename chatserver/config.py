@@ -64,6 +64,8 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = ""
+    cluster: bool = False
+    cluster_refresh_interval: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,13 @@ def watch_bus(metrics: Metrics, bus: Bus, supervisor: Supervisor) -> None:
     ))
     metrics.watch(CountCollector(
         "chatserver_bus_reconnects", "Reconnections of the bus listener", [],
-        lambda: {(): float(supervisor.restarts(LISTENER_TASK))},
+        lambda: {(): float(sum(h.restarts for name, h in supervisor.health.items()
+                               if name.partition(":")[0] == LISTENER_TASK))},
+    ))
+    metrics.watch(StateCollector(
+        "chatserver_bus_node_up", "1 while a Redis Cluster primary's listener is connected",
+        ["node"],
+        lambda: {(node,): float(state is BusState.OK) for node, state in bus.node_states().items()},
     ))
 
 

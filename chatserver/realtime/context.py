@@ -9,6 +9,7 @@ from aiohttp import WSCloseCode, web
 from chatserver.appkeys import DB_POOL, HUB, MESSAGES, PRESENCE, SETTINGS, SUPERVISOR, TOKENS
 from chatserver.auth.tokens import TokenSigner, load_secret
 from chatserver.bus import create_bus
+from chatserver.bus.cluster import ClusterBus
 from chatserver.bus.redis import RedisBus
 from chatserver.realtime.hub import Hub
 from chatserver.realtime.presence import MemoryPresence, Presence, RedisPresence
@@ -19,9 +20,10 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     options = settings.realtime
     pool = app[DB_POOL]
     bus = create_bus(settings.redis.url, backoff_max=options.bus_backoff_max,
-                     stall_timeout=options.listener_stall_timeout)
+                     stall_timeout=options.listener_stall_timeout, cluster=settings.redis.cluster,
+                     refresh_interval=settings.redis.cluster_refresh_interval)
     presence: Presence = (
-        RedisPresence(bus.client, options.presence_ttl) if isinstance(bus, RedisBus)
+        RedisPresence(bus.client, options.presence_ttl) if isinstance(bus, RedisBus | ClusterBus)
         else MemoryPresence()
     )
     app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret))
