@@ -80,6 +80,7 @@ class RedisCluster:
             [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
              "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "", "--appendonly", "no",
+             "--repl-diskless-sync-delay", "0",
              "--dir", str(self.dir), "--logfile", f"redis-{port}.log"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -106,12 +107,27 @@ class RedisCluster:
         """Until every running node says the cluster is ok and agrees on 3 distinct primaries."""
         self._until(self._healthy, "the cluster did not become ready")
 
+    def restart(self, port: int) -> None:
+        """Start a killed node again (it rejoins as a replica) and wait until all is well."""
+        if port not in self.processes:
+            self.start_node(port)
+        self.wait_ready()
+
+    def wait_promoted(self, killed: int) -> None:
+        """Until a replica took over the slots of the killed primary `killed`."""
+        self._until(lambda: self._healthy() and killed not in self.primaries(),
+                    f"no replica took over from {killed}")
+
     def _healthy(self) -> bool:
         try:
             owners = set()
             for port in self.processes:
                 with Redis(host="127.0.0.1", port=port, socket_timeout=2) as client:
                     if client.execute_command("CLUSTER INFO")["cluster_state"] != "ok":
+                        return False
+                    # A replica that has not synced yet cannot take over from its primary.
+                    replication = client.info("replication")
+                    if replication["role"] == "slave" and replication["master_link_status"] != "up":
                         return False
                     owners.add(tuple(sorted(int(e[2][1]) for e in client.execute_command(
                         "CLUSTER SLOTS"))))

@@ -174,6 +174,8 @@ class Shard:
                 self._refused(str(exc))
                 continue
             self._alive_at = loop.time()
+            if isinstance(reply, bytes):  # PING <arg> with no channel followed echoes <arg>
+                reply = [b"pong", reply]
             self._on_reply(reply)
 
     def _on_reply(self, reply: list[bytes]) -> None:
