@@ -1,9 +1,9 @@
 """A real Redis Cluster for tests: 3 primaries and 3 replicas from Debian's `redis-server` 7.
 
-Sharded pub/sub needs Redis >= 7, so this uses the `redis-server` and `redis-cli` on PATH (tests/run.sh
-installs them with apt when missing) and fails, never skips, without them. Nodes live in a temporary
-directory on free loopback ports; one can be killed with SIGKILL and started again (it rejoins as a
-replica of whichever node was promoted in its place).
+Sharded pub/sub needs Redis >= 7, so this uses the `redis-server` and `redis-cli` on PATH
+(tests/run.sh installs them with apt when missing) and fails, never skips, without them. Nodes live
+in a temporary directory on free loopback ports; one can be killed with SIGKILL and started again
+(it rejoins as a replica of whichever node was promoted in its place).
 """
 
 from __future__ import annotations
