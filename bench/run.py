@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bench import profile, servers
+from bench import order, profile, servers
 from bench.scenarios import FULL, QUICK, Scenario, scenarios
 from bench.stats import rss_bytes, tree_cpu_seconds
 
@@ -183,6 +183,8 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
         run_generator(spec, args.gen_core, measurement, _budget(scenario))
         for summary in measurement.profiles():
             print(summary, flush=True)
+        if scenario.check_order and name == "ours":
+            measurement.figures.update(order.check(side, rooms))
         return measurement.derive()
     finally:
         side.close()
@@ -302,3 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"machine": machine(), "results": results},
                                                  option=orjson.OPT_INDENT_2))
+    inverted = {sc: f["inversions"] for sc, per in results.items() for f in per.values()
+                if f.get("inversions")}
+    if inverted:
+        sys.exit(f"per-sender order broken (messages stored after one sent later): {inverted}")

@@ -24,6 +24,8 @@ MSGS_CPU = ("messages per server CPU-s", "messages_per_cpu_s", UP)
 HOOKS = ("webhooks received/s", "webhooks_per_s", UP)
 HOOK_P50 = ("webhook p50 ms (publish -> received)", "webhook_p50_ms", DOWN)
 HOOK_P99 = ("webhook p99 ms", "webhook_p99_ms", DOWN)
+INVERSIONS = ("messages stored after one sent later (must be 0)", "inversions", DOWN)
+LATE = ("most places late", "most_places_late", DOWN)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Scenario:
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
     cluster: bool = False  # our bus on a 3-primary Redis Cluster instead of one Redis
     webhooks: bool = False  # rooms get a callback_url served by the generator
+    check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -91,6 +94,12 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  ours_env={"CHATSERVER_REALTIME_COMPRESS": "true"}),
         Scenario("2", f"fan-out: 1 room x {room}, publisher as fast as possible", 1,
                  {"per_room": room, "window": 20, "publishers": 8, **timing}, fan),
+        Scenario("2o", f"per-sender order: 1 room x {room}, one publisher socket pipelining "
+                 "64 sends, Redis; history checked", 1,
+                 {"per_room": room, "window": 64, "publishers": 1, "via": "ws", **timing},
+                 (MSGS, INVERSIONS, LATE, FANOUT, CPU, LOST), servers=("ours",),
+                 check_order=True,  # the publisher is a socket beyond the room's subscribers
+                 ours_env={"CHATSERVER_LIMITS_MAX_SOCKETS_PER_CONVERSATION": str(room + 1)}),
         Scenario("3", f"fixed rate: 50 msg/s into 1 room x {room}", 1,
                  {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST)),
         Scenario("4", f"many rooms: {sizes.rooms} x 2, publishers spread", sizes.rooms,

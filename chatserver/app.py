@@ -11,41 +11,35 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from chatserver.api.chain import middleware_chain
-from chatserver.api.cors import cors_middleware
-from chatserver.api.metrics import metrics_middleware
-from chatserver.api.middleware import auth_middleware
-from chatserver.api.openapi import schema_middleware
-from chatserver.api.outage import outage_middleware
+from chatserver.api.middlewares import MIDDLEWARES
 from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
     CONVERSATIONS,
     DB_POOL,
     KEY_CACHE,
-    MESSAGES,
     METRICS,
     RATE_LIMITER,
     SETTINGS,
     SHUTDOWN,
     SUPERVISOR,
+    WEBHOOK_SENDER,
+    WEBHOOKS,
 )
 from chatserver.auth.keycache import KeyCache
 from chatserver.config import Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.db.pool import create_pool
 from chatserver.metrics import Metrics, StateCollector
-from chatserver.operations import operations_ctx
-from chatserver.problems import problem_middleware
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.realtime.context import close_sockets, realtime_ctx
 from chatserver.server.shutdown import Shutdown
 from chatserver.server.supervisor import Supervisor, TaskState
 from chatserver.services.conversations import ConversationService
-from chatserver.services.messages import MessageService
+from chatserver.services.webhooks import WebhookService
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
 
-log = logging.getLogger("chatserver.app")
+log = logging.getLogger(__name__)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -57,7 +51,6 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     watch_pool(app[METRICS], pool)
     conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks))
     app[CONVERSATIONS] = conversations
-    app[MESSAGES] = MessageService(pool, conversations, settings.messages, settings.performance)
     yield
     await pool.close()
 
@@ -81,12 +74,17 @@ def watch_pool(metrics: Metrics, pool: asyncpg.Pool) -> None:
     ))
 
 
+async def webhook_api_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The webhook API's service, once the sender exists (after `webhooks_ctx`)."""
+    settings = app[SETTINGS]
+    app[WEBHOOKS] = WebhookService(app[DB_POOL], app[CONVERSATIONS], settings.webhooks,
+                                   app[WEBHOOK_SENDER])
+    yield
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=middleware_chain([
-            metrics_middleware, cors_middleware, problem_middleware, outage_middleware,
-            auth_middleware, schema_middleware,
-        ]),
+        middlewares=MIDDLEWARES,
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -99,8 +97,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     app.cleanup_ctx.append(webhooks_ctx)
+    app.cleanup_ctx.append(webhook_api_ctx)
     app.cleanup_ctx.append(realtime_ctx)
-    app.cleanup_ctx.append(operations_ctx)
     app.on_shutdown.append(app[SHUTDOWN].on_shutdown)
     app.on_shutdown.append(close_sockets)
     app.on_cleanup.append(app[SHUTDOWN].on_cleanup)

@@ -1,48 +1,57 @@
-"""Typed keys for everything stored on the aiohttp Application (and the request's principal)."""
+"""Typed keys for everything stored on the aiohttp Application (and the request's principal).
+
+The types are imported for the type checker only: this module imports nothing of chatserver at run
+time, so any room may name a key without importing the rooms that fill it.
+"""
 
 from __future__ import annotations
 
-import asyncpg
+from typing import TYPE_CHECKING
+
 from aiohttp import web
-from aiohttp.abc import AbstractResolver
 
-from chatserver.auth.keycache import KeyCache
-from chatserver.auth.keys import Principal
-from chatserver.auth.tokens import TokenSigner
-from chatserver.config import Settings
-from chatserver.metrics import Metrics
-from chatserver.ratelimit import KeyedLimiter
-from chatserver.realtime.guard import SocketRegistry
-from chatserver.realtime.hub import Hub
-from chatserver.realtime.presence import Presence
-from chatserver.server.shutdown import Shutdown
-from chatserver.server.supervisor import Supervisor
-from chatserver.services.conversations import ConversationService
-from chatserver.services.messages import MessageService
-from chatserver.webhooks.service import WebhookService
+if TYPE_CHECKING:
+    import asyncpg
+    from aiohttp.abc import AbstractResolver
 
-SETTINGS = web.AppKey("settings", Settings)
-DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
-CONVERSATIONS = web.AppKey("conversations", ConversationService)
-MESSAGES = web.AppKey("messages", MessageService)
-METRICS = web.AppKey("metrics", Metrics)
-SUPERVISOR = web.AppKey("supervisor", Supervisor)
-RATE_LIMITER = web.AppKey("rate_limiter", KeyedLimiter)
-OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
-BODY_VALIDATORS = web.AppKey("body_validators", dict)
-WEBHOOKS = web.AppKey("webhooks", WebhookService)
+    from chatserver.auth.keycache import KeyCache
+    from chatserver.auth.keys import Principal
+    from chatserver.auth.tokens import TokenSigner
+    from chatserver.config import Settings
+    from chatserver.metrics import Metrics
+    from chatserver.ratelimit import KeyedLimiter
+    from chatserver.realtime.guard import SocketRegistry
+    from chatserver.realtime.hub import Hub
+    from chatserver.realtime.presence import Presence
+    from chatserver.server.shutdown import Shutdown
+    from chatserver.server.supervisor import Supervisor
+    from chatserver.services.conversations import ConversationService
+    from chatserver.services.messages import MessageService
+    from chatserver.services.webhooks import WebhookService
+    from chatserver.webhooks.sender import WebhookSender
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool")
+CONVERSATIONS: web.AppKey[ConversationService] = web.AppKey("conversations")
+MESSAGES: web.AppKey[MessageService] = web.AppKey("messages")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
+RATE_LIMITER: web.AppKey[KeyedLimiter] = web.AppKey("rate_limiter")
+OPENAPI_DOCUMENT: web.AppKey[dict] = web.AppKey("openapi_document")
+BODY_VALIDATORS: web.AppKey[dict] = web.AppKey("body_validators")
+WEBHOOKS: web.AppKey[WebhookService] = web.AppKey("webhooks")
+WEBHOOK_SENDER: web.AppKey[WebhookSender] = web.AppKey("webhook_sender")
 # Optional: the resolver webhook deliveries look names up with (tests map names without DNS).
-WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
-HUB = web.AppKey("hub", Hub)
-PRESENCE = web.AppKey("presence", Presence)
-TOKENS = web.AppKey("tokens", TokenSigner)
-SOCKETS = web.AppKey("sockets", SocketRegistry)
-SHUTDOWN = web.AppKey("shutdown", Shutdown)
-KEY_CACHE = web.AppKey("key_cache", KeyCache)
+WEBHOOK_RESOLVER: web.AppKey[AbstractResolver] = web.AppKey("webhook_resolver")
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+PRESENCE: web.AppKey[Presence] = web.AppKey("presence")
+TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
+SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")
+SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
+KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
 
 # Request-scoped: set by the auth middleware.
-PRINCIPAL = web.RequestKey("principal", Principal)
-
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 
 def principal(request: web.Request) -> Principal:

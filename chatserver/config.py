@@ -8,6 +8,7 @@ Environment variables win over the file. An unknown key or a bad value raises Co
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CHATSERVER_"
+# CHATSERVER_* variables that are not settings: the config file's path, and the test suite's own.
+ENV_OTHERS = frozenset({"CHATSERVER_CONFIG"})
+ENV_RESERVED_PREFIX = "CHATSERVER_TEST_"
 
 
 class ConfigError(ValueError):
@@ -173,6 +177,7 @@ class Settings:
         for name in raw:
             if name not in sections:
                 raise ConfigError(f"unknown config section [{name}]")
+        _check_env_names(cls, environ)
         built = {}
         for name, fld in sections.items():
             section_raw = raw.get(name, {})
@@ -188,6 +193,28 @@ class Settings:
             for name, values in sections.items()
         }
         return dataclasses.replace(self, **changed)
+
+
+def env_names(cls: type[Settings]) -> list[str]:
+    """Every CHATSERVER_* variable a setting reads."""
+    return sorted(
+        f"{ENV_PREFIX}{section.name}_{key.name}".upper()
+        for section in dataclasses.fields(cls)
+        for key in dataclasses.fields(_section_type(cls, section))
+    )
+
+
+def _check_env_names(cls: type[Settings], environ: Mapping[str, str]) -> None:
+    """A misspelt CHATSERVER_* variable stops start-up naming the nearest known one (silently
+    ignoring it would run with a setting the operator believes is changed)."""
+    known = env_names(cls)
+    for name in sorted(environ):
+        if (not name.startswith(ENV_PREFIX) or name in known or name in ENV_OTHERS
+                or name.startswith(ENV_RESERVED_PREFIX)):
+            continue
+        nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {nearest[0]}?" if nearest else " (see config.toml)"
+        raise ConfigError(f"unknown environment variable {name}{hint}")
 
 
 def _section_type(owner: type, fld: dataclasses.Field[Any]) -> type:

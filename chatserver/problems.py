@@ -1,15 +1,15 @@
-"""RFC 9457 problem details: the one shape of every error response, and its middleware.
+"""RFC 9457 problem details: the one shape of every error response.
 
-Handlers and services raise `Problem` (or one of its helpers); the middleware renders it as
-`application/problem+json`. aiohttp's own HTTP errors (unknown route, wrong method, body too large)
-are rendered the same way. Anything else is a 500 with a request id and no internals.
+Handlers and services raise `Problem` (or one of its helpers); `chatserver.api.middlewares`
+renders it as `application/problem+json`. aiohttp's own HTTP errors (unknown route, wrong
+method, body too large) are rendered the same way. Anything else is a 500 with a request id and
+no internals.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -19,7 +19,7 @@ from aiohttp import web
 
 REQUEST_ID = web.RequestKey("request_id", str)
 
-log = logging.getLogger("chatserver.http")
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 # A caller's X-Request-Id is reused only if it is short and plain (it goes into logs).
@@ -74,12 +74,37 @@ class ValidationProblem(Problem):
         super().__init__(status, detail, title="Invalid request", invalid_params=params)
 
 
-def not_found(what: str = "conversation") -> Problem:
-    return Problem(404, f"{what} not found")
+class NotFound(Problem):
+    """404: no such object, or one the caller's team may not see (the same answer for both)."""
+
+    def __init__(self, what: str = "conversation") -> None:
+        super().__init__(404, f"{what} not found")
+
+
+def not_found(what: str = "conversation") -> NotFound:
+    return NotFound(what)
 
 
 def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="chatserver"'})
+
+
+class StoreUnavailable(Problem):
+    """503: the database could not be reached (see `chatserver.db.errors`); retry later.
+
+    Raised from the `UNAVAILABLE_ERRORS` that escape a handler (the outage middleware) or a
+    service used from Python (the cause is chained), never kept as state.
+    """
+
+    def __init__(self, action: str | None = None, retry_after: int | None = None) -> None:
+        doing = f"could not {action}: " if action else ""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        super().__init__(503, f"{doing}the database is unavailable; retry later",
+                         code="unavailable", headers=headers)
+
+
+def unavailable(retry_after: int) -> StoreUnavailable:
+    return StoreUnavailable(retry_after=retry_after)
 
 
 def problem_response(problem: Problem, request_id: str | None = None) -> web.Response:
@@ -94,30 +119,7 @@ def problem_response(problem: Problem, request_id: str | None = None) -> web.Res
     )
 
 
-def _from_http_exception(exc: web.HTTPException) -> Problem:
+def from_http_exception(exc: web.HTTPException) -> Problem:
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
     detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
     return Problem(exc.status, detail or exc.reason, headers=headers)
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")
-    if not _REQUEST_ID.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    try:
-        response = await handler(request)
-    except Problem as problem:
-        return problem_response(problem, request_id)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return problem_response(_from_http_exception(exc), request_id)
-    except Exception:
-        log.exception("unhandled error, request_id=%s %s %s", request_id, request.method,
-                      request.rel_url.path)
-        return problem_response(Problem(500, "internal error; quote the request_id"), request_id)
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id
-    return response

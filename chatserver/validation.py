@@ -6,6 +6,8 @@ ValidationProblem naming all of them, so a client learns every mistake at once.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -17,6 +19,9 @@ from chatserver.problems import ValidationProblem
 
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1
+ID_MIN = 1
+ID_REASON = f"must be an integer between {ID_MIN} and {BIGINT_MAX}"
+DECIMAL_ID = re.compile(r"[0-9]{1,19}")
 
 E = TypeVar("E", bound=StrEnum)
 _MISSING: Any = object()
@@ -175,3 +180,20 @@ def query_int(
     if not minimum <= value <= maximum:
         raise ValidationProblem([(key, f"must be between {minimum} and {maximum}")])
     return value
+
+
+def parse_hex_id(text: str, name: str = "conversation_id") -> uuid.UUID:
+    """A 32-hex id from a URL path (hyphens tolerated); a malformed one is 400 naming it."""
+    try:
+        if len(text) not in (32, 36):
+            raise ValueError
+        return uuid.UUID(hex=text)
+    except ValueError:
+        raise ValidationProblem([(name, "must be a 32-character hex id")]) from None
+
+
+def parse_int_id(text: str, name: str = "id") -> int:
+    """A positive bigint id from a URL path (ASCII decimal digits); else 400 naming it."""
+    if DECIMAL_ID.fullmatch(text) is None or not ID_MIN <= int(text) <= BIGINT_MAX:
+        raise ValidationProblem([(name, ID_REASON)])
+    return int(text)

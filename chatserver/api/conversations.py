@@ -6,8 +6,7 @@ from aiohttp import web
 
 from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import CONVERSATIONS, SETTINGS, principal
-from chatserver.services.conversations import parse_id
-from chatserver.validation import read_json_object
+from chatserver.validation import parse_hex_id, read_json_object
 
 
 async def create_conversation(request: web.Request) -> web.Response:
@@ -18,7 +17,7 @@ async def create_conversation(request: web.Request) -> web.Response:
 
 
 async def get_conversation(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     return json_response(await request.app[CONVERSATIONS].get(principal(request), conversation_id))
 
 
@@ -32,7 +31,7 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 
 async def update_conversation(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     body = await read_json_object(request, request.app[SETTINGS].server.max_json_depth)
     updated = await request.app[CONVERSATIONS].update(principal(request), conversation_id, body)
     return json_response(updated)

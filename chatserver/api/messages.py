@@ -7,12 +7,11 @@ from aiohttp import web
 from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import MESSAGES, METRICS, SETTINGS, principal
 from chatserver.problems import ValidationProblem
-from chatserver.services.conversations import parse_id
-from chatserver.validation import query_int, read_json_object
+from chatserver.validation import parse_hex_id, query_int, read_json_object
 
 
 async def post_message(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     body = await read_json_object(request, request.app[SETTINGS].server.max_json_depth)
     service = request.app[MESSAGES]
     who = principal(request)
@@ -25,7 +24,7 @@ async def post_message(request: web.Request) -> web.Response:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     limit = page_limit(request)
     before = query_int(request, "before")
     after = query_int(request, "after")
@@ -46,8 +45,8 @@ async def list_messages(request: web.Request) -> web.Response:
 
 
 async def update_message(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
-    message_id = parse_id(request.match_info["message_id"], "message_id")
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
+    message_id = parse_hex_id(request.match_info["message_id"], "message_id")
     body = await read_json_object(request, request.app[SETTINGS].server.max_json_depth)
     updated = await request.app[MESSAGES].update(
         principal(request), conversation_id, message_id, body

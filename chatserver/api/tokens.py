@@ -7,14 +7,13 @@ from aiohttp import web
 from chatserver.api.responses import json_response
 from chatserver.appkeys import CONVERSATIONS, SETTINGS, TOKENS, principal
 from chatserver.models import iso
-from chatserver.services.conversations import parse_id
-from chatserver.validation import Fields, read_json_object
+from chatserver.validation import Fields, parse_hex_id, read_json_object
 
 USER_MAX = 200
 
 
 async def create_token(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     settings = request.app[SETTINGS]
     body = await read_json_object(request, settings.server.max_json_depth)
     fields = Fields(body)

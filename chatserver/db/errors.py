@@ -28,3 +28,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE_ERRORS)
+
+# What a background loop (reconciliation, credential re-checks, gauges read by query) logs and
+# retries on its next round: an outage, a timeout or any error Postgres answered with.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS, TimeoutError, asyncpg.PostgresError,
+)

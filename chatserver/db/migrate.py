@@ -13,7 +13,7 @@ from importlib import resources
 
 import asyncpg
 
-log = logging.getLogger("chatserver.db")
+log = logging.getLogger(__name__)
 
 # Any constant works, as long as nothing else in the database uses it.
 MIGRATION_LOCK_ID = 7_295_001

@@ -34,7 +34,7 @@ def _responses(op: Operation) -> dict[str, Any]:
 
 def _error_statuses(op: Operation) -> tuple[int, ...]:
     # Authenticating reads Postgres, so every authenticated operation can answer 503 while the
-    # database is unreachable (see chatserver.api.outage).
+    # database is unreachable (see chatserver.api.middlewares).
     if op.public or 503 in op.errors:
         return op.errors
     return (*op.errors, 503)

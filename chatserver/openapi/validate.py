@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema_rs
-from aiohttp import web
 
 from chatserver.openapi.operations import OPERATIONS
 from chatserver.openapi.schemas import SCHEMAS
@@ -45,6 +44,5 @@ def schema_errors(validator: Any, body: Any) -> list[tuple[str, str]]:
     return problems
 
 
-def check_body(validators: Validators, request: web.Request, body: Any) -> list[tuple[str, str]]:
-    route = (request.match_info.route.name or "").removeprefix("api.")
+def check_body(validators: Validators, route: str, body: Any) -> list[tuple[str, str]]:
     return schema_errors(validators[route], body)

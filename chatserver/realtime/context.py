@@ -1,22 +1,54 @@
-"""Wiring of the real-time parts: bus, hub, presence and token signer, made and closed together."""
+"""Wiring of the real-time parts of an instance, made and closed together: the bus, the hub (with
+its delivery meter), presence, the token signer, the message service that tells the hub of each
+commit, and the socket registry with its supervised credential re-check.
+
+Hot paths pay one metrics call per message per instance (never per socket or per frame).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
+import asyncpg
 from aiohttp import WSCloseCode, web
 
-from chatserver.appkeys import DB_POOL, HUB, MESSAGES, PRESENCE, SETTINGS, SUPERVISOR, TOKENS
+from chatserver.appkeys import (
+    CONVERSATIONS,
+    DB_POOL,
+    HUB,
+    MESSAGES,
+    METRICS,
+    PRESENCE,
+    SETTINGS,
+    SOCKETS,
+    SUPERVISOR,
+    TOKENS,
+)
 from chatserver.auth.tokens import TokenSigner, load_secret
-from chatserver.bus import create_bus
+from chatserver.bus import Bus, BusState, create_bus
 from chatserver.bus.cluster import ClusterBus
-from chatserver.bus.redis import RedisBus
+from chatserver.bus.redis import LISTENER_TASK, RedisBus
+from chatserver.db.errors import TRANSIENT_ERRORS
+from chatserver.metrics import CountCollector, Metrics, StateCollector
+from chatserver.realtime.guard import SocketRegistry
 from chatserver.realtime.hub import Hub
 from chatserver.realtime.presence import MemoryPresence, Presence, RedisPresence
+from chatserver.server.supervisor import Supervisor
+from chatserver.services.messages import MessageService
+
+log = logging.getLogger(__name__)
+
+CREATED_AT = b'"created_at":"'
+RECHECK_WITHOUT_HEARTBEAT = 30.0  # credential re-check interval when heartbeat = 0 (off)
+RECHECK_TASK = "socket-credentials"
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings, metrics, supervisor = app[SETTINGS], app[METRICS], app[SUPERVISOR]
     options = settings.realtime
     pool = app[DB_POOL]
     bus = create_bus(settings.redis.url, backoff_max=options.bus_backoff_max,
@@ -27,15 +59,21 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         else MemoryPresence()
     )
     app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret))
-    hub = Hub(pool, bus, options, app[SUPERVISOR],
+    hub = Hub(pool, bus, options, supervisor, on_message=DeliveryMeter(metrics),
               flush_interval=settings.performance.fanout_flush_interval)
     app[HUB] = hub
     app[PRESENCE] = presence
+    app[MESSAGES] = MessageService(pool, app[CONVERSATIONS], settings.messages, hub,
+                                   settings.performance)
+    registry = SocketRegistry(settings.limits, metrics)
+    app[SOCKETS] = registry
     await hub.start()
-    await presence.start(app[SUPERVISOR])
-    app[MESSAGES].events = hub
+    await presence.start(supervisor)
+    interval = options.heartbeat or RECHECK_WITHOUT_HEARTBEAT
+    supervisor.start(RECHECK_TASK, lambda: recheck_loop(registry, pool, interval))
+    watch_bus(metrics, bus, supervisor)
     yield
-    app[MESSAGES].events = None
+    await supervisor.stop(RECHECK_TASK)
     await presence.close()
     await hub.close()
 
@@ -44,3 +82,57 @@ async def close_sockets(app: web.Application) -> None:
     """On shutdown: every websocket is closed with 1001 (going away), so clients reconnect."""
     if HUB in app:
         await app[HUB].shut_all(WSCloseCode.GOING_AWAY, "server shutting down")
+
+
+class DeliveryMeter:
+    """Counts message frames handed to local sockets and observes commit-to-delivery latency.
+
+    Called by the hub once per message per instance. The commit time is the message's created_at,
+    found from the end of the frame (the message's own `created_at` is its next-to-last field, so
+    a `created_at` inside metadata never matches), without parsing the JSON.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.out = metrics.messages_out
+        self.latency = metrics.fanout_latency
+
+    def __call__(self, frame: bytes, sockets: int) -> None:
+        if sockets:
+            self.out.inc(sockets)
+        start = frame.rfind(CREATED_AT)
+        if start < 0:
+            return
+        start += len(CREATED_AT)
+        end = frame.find(b'"', start)
+        try:
+            committed = datetime.fromisoformat(frame[start:end].decode()).timestamp()
+        except ValueError:
+            return
+        self.latency.observe(max(0.0, time.time() - committed))
+
+
+def watch_bus(metrics: Metrics, bus: Bus, supervisor: Supervisor) -> None:
+    metrics.watch(StateCollector(
+        "chatserver_bus_up", "1 while the bus is connected, else 0", [],
+        lambda: {(): float(bus.state is BusState.OK)},
+    ))
+    metrics.watch(CountCollector(
+        "chatserver_bus_reconnects", "Reconnections of the bus listener", [],
+        lambda: {(): float(sum(h.restarts for name, h in supervisor.health.items()
+                               if name.partition(":")[0] == LISTENER_TASK))},
+    ))
+    metrics.watch(StateCollector(
+        "chatserver_bus_node_up", "1 while a Redis Cluster primary's listener is connected",
+        ["node"],
+        lambda: {(node,): float(state is BusState.OK) for node, state in bus.node_states().items()},
+    ))
+
+
+async def recheck_loop(registry: SocketRegistry, pool: asyncpg.Pool, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await registry.recheck(pool)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("re-checking socket credentials failed (next try in %.0fs): %r",
+                        interval, exc)

@@ -1,4 +1,8 @@
-"""Websocket frames: serialized once with orjson, and the envelope that carries them on the bus.
+"""Websocket frames: serialized once with orjson, their bytes on the wire, and the bus envelope.
+
+A server never masks its frames (RFC 6455 §5.1), so without per-message compression the bytes of a
+text frame are the same for every socket: a 2-, 4- or 10-byte header, then the payload. `Outgoing`
+builds them once per message and every socket of a room shares them.
 
 On the bus a frame travels as `<node>|<kind>|<seq>|<frame json>`: the node id lets an instance skip
 its own echoes, the kind and seq let the hub order messages without parsing the JSON.
@@ -6,6 +10,7 @@ its own echoes, the kind and seq let the hub order messages without parsing the 
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -45,3 +50,39 @@ def message_frame(message: dict[str, Any]) -> bytes:
 
 def updated_frame(message: dict[str, Any]) -> bytes:
     return frame("message.updated", message=message)
+
+
+_TEXT_FIN = 0x81
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, final text frame carrying `payload`."""
+    size = len(payload)
+    if size < 126:
+        header = _SHORT.pack(_TEXT_FIN, size)
+    elif size < 65536:
+        header = _MEDIUM.pack(_TEXT_FIN, 126, size)
+    else:
+        header = _LONG.pack(_TEXT_FIN, 127, size)
+    return header + payload
+
+
+class Outgoing:
+    """A frame's JSON payload, whether it may be dropped for a slow socket (typing, presence), and,
+    built on first use and then shared, its wire bytes."""
+
+    __slots__ = ("_wire", "ephemeral", "payload")
+
+    def __init__(self, payload: bytes, *, ephemeral: bool = False) -> None:
+        self.payload = payload
+        self.ephemeral = ephemeral
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = text_frame(self.payload)
+        return self._wire

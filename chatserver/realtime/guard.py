@@ -25,13 +25,14 @@ import asyncpg
 from aiohttp import WSCloseCode
 
 from chatserver.auth.keys import Principal
+from chatserver.auth.origins import origin_listed
 from chatserver.config import LimitSettings
 from chatserver.metrics import Metrics
 from chatserver.problems import Problem
 from chatserver.ratelimit import TokenBucket
 from chatserver.store import api_keys
 
-log = logging.getLogger("chatserver.realtime.ws")
+log = logging.getLogger(__name__)
 
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_CONVERSATION_FULL = 4429
@@ -53,10 +54,10 @@ class OpenSocket:
     member: Closable
 
 
-def origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:
+def socket_origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:
     """Empty `allowed` lets any origin in; otherwise the Origin header must be listed exactly
     (clients that send no Origin, such as servers, are not browsers and are let in)."""
-    return not allowed or origin is None or origin in allowed or "*" in allowed
+    return not allowed or origin is None or origin_listed(allowed, origin)
 
 
 class RateLimited(Problem):

@@ -22,26 +22,23 @@ import asyncpg
 
 from chatserver.bus import Bus
 from chatserver.config import RealtimeSettings
+from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.models import message_json
-from chatserver.realtime.frames import Envelope, Kind, message_frame, updated_frame
+from chatserver.realtime.frames import Envelope, Kind, Outgoing, message_frame, updated_frame
 from chatserver.realtime.sendqueue import Flusher
-from chatserver.realtime.wire import Outgoing
 from chatserver.server.supervisor import Supervisor
+from chatserver.services import history
 from chatserver.store import conversations as conversation_store
-from chatserver.store import messages as message_store
 
-log = logging.getLogger("chatserver.realtime.hub")
+log = logging.getLogger(__name__)
 
-FILL_PAGE = 500
 RECONCILE_TASK = "hub-reconcile"
 
 
-class MessageEvents(Protocol):
-    """What the message service tells after a commit."""
+class DeliveryObserver(Protocol):
+    """Told once per message a room delivers: its frame and how many local sockets got it."""
 
-    async def message_created(self, message: dict[str, Any]) -> None: ...
-
-    async def message_updated(self, message: dict[str, Any]) -> None: ...
+    def __call__(self, frame: bytes, sockets: int) -> None: ...
 
 
 class Member(Protocol):
@@ -55,7 +52,9 @@ class Member(Protocol):
 class Room:
     """One conversation's local sockets and its delivery cursor."""
 
-    def __init__(self, conversation_id: uuid.UUID, on_message: Any = None) -> None:
+    def __init__(
+        self, conversation_id: uuid.UUID, on_message: DeliveryObserver | None = None
+    ) -> None:
         self.on_message = on_message  # metrics: (frame, sockets) once per message delivered
         self.id = conversation_id
         self.topic = conversation_id.hex
@@ -121,7 +120,7 @@ class Room:
 class Hub:
     def __init__(
         self, pool: asyncpg.Pool, bus: Bus, settings: RealtimeSettings, supervisor: Supervisor,
-        *, flush_interval: float = 0.0,
+        *, on_message: DeliveryObserver | None = None, flush_interval: float = 0.0,
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -132,7 +131,7 @@ class Hub:
         self.rooms: dict[uuid.UUID, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_now = asyncio.Event()
-        self.on_message: Any = None  # passed to every room (see Room.on_message)
+        self.on_message = on_message  # passed to every room (see Room.on_message)
 
     async def start(self) -> None:
         await self.bus.connect(self, self.supervisor)
@@ -265,22 +264,17 @@ class Hub:
         async with room.fill_lock:
             try:
                 await self._fill_pages(room, up_to)
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("filling %s from Postgres failed: %r", room.topic, exc)
         if room.early and self.rooms.get(room.id) is room:
             self._schedule_gap_fill(room)
 
     async def _fill_pages(self, room: Room, up_to: int | None) -> None:
-        while room.delivered is not None and (up_to is None or room.delivered < up_to):
-            async with self.pool.acquire() as conn:
-                rows = await message_store.list_messages(
-                    conn, room.id, before=None, after=room.delivered, limit=FILL_PAGE,
-                    ascending=True,
-                )
+        if room.delivered is None:
+            return
+        async for rows in history.pages_after(self.pool, room.id, room.delivered, up_to=up_to):
             for row in rows:
                 room.accept(row["seq"], message_frame(message_json(row)))
-            if len(rows) < FILL_PAGE:
-                return
 
     # --- reconciliation --------------------------------------------------------------------------
 
@@ -293,7 +287,7 @@ class Hub:
             self._reconcile_now.clear()
             try:
                 await self.reconcile()
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("reconciliation failed: %r", exc)
 
     async def reconcile(self) -> None:

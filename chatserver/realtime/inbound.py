@@ -1,10 +1,10 @@
-"""One websocket's client frames in flight: started in the order read, a bounded number at once.
+"""A websocket's client frames: read, rate-limited, handled in order, answered with ack or error.
 
 A client that sends several messages without waiting for each ack (a server-side integration, a
 burst of pasted lines) gets them handled together: each frame is handled by a task started in the
 order the frames were read, so the messages reach the group committer in that order (and get
-increasing seqs, see `chatserver.services.groupcommit`), often in one transaction. The socket
-is read again only while fewer than `[limits] socket_frames_in_flight` frames are being handled.
+increasing seqs, see `chatserver.services.groupcommit`), often in one transaction. The socket is
+read again only while fewer than `[limits] socket_frames_in_flight` frames are being handled.
 
 A frame's handler answers its own errors with error frames; an exception it lets escape (a
 database error, a bug) closes the socket through `on_failure` and is raised again by `finish`, as
@@ -14,8 +14,33 @@ it would have been had the frame been handled inline.
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from chatserver.appkeys import HUB, MESSAGES, METRICS, SETTINGS
+from chatserver.auth.keys import Principal
+from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
+from chatserver.problems import Problem, unavailable
+from chatserver.realtime.frames import frame
+from chatserver.realtime.guard import FrameLimiter, RateLimited
+from chatserver.realtime.sendqueue import SocketSender
+from chatserver.validation import parse_json_object
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_REASON = "database unavailable, retry later"
+
+
+@dataclass(frozen=True)
+class Session:
+    principal: Principal
+    conversation_id: uuid.UUID
+    since: int | None
 
 
 class FramePipeline:
@@ -50,3 +75,84 @@ class FramePipeline:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.error is not None:
             raise self.error
+
+
+def close_for(exc: BaseException) -> tuple[int, str]:
+    if is_unavailable(exc):
+        return WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON
+    return WSCloseCode.INTERNAL_ERROR, "server error, resume"
+
+
+async def receive(
+    app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
+) -> None:
+    limits = app[SETTINGS].limits
+    limiter = FrameLimiter(limits, app[METRICS])
+    pipeline = FramePipeline(limits.socket_frames_in_flight,
+                             lambda exc: sender.close_soon(*close_for(exc)))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await pipeline.start(handle_text(app, sender, session, msg.data, limiter))
+            elif msg.type is WSMsgType.BINARY:
+                await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
+                return
+    finally:
+        await pipeline.finish()
+
+
+async def handle_text(
+    app: web.Application, sender: SocketSender, session: Session, raw: str, limiter: FrameLimiter
+) -> None:
+    client_id = None
+    wait = limiter.take()  # every frame counts, also one that turns out broken
+    try:
+        data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
+        client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
+        if wait:
+            raise RateLimited(wait)
+        kind = data.pop("type", None)
+        if kind == "message":
+            await post(app, sender, session, data)
+        elif kind == "typing":
+            await app[HUB].ephemeral(
+                session.conversation_id, frame("typing", user=session.principal.name)
+            )
+        else:
+            raise Problem(400, "type must be message or typing", code="unknown_type",
+                          invalid_params=[("type", "must be message or typing")])
+    except Problem as problem:
+        sender.push(error_frame(problem, client_id))
+    except UNAVAILABLE_ERRORS as exc:
+        # Not acknowledged, and the socket stays: the client sends again after retry_after.
+        log.warning("websocket frame refused, the database is unavailable: %r", exc)
+        sender.push(error_frame(unavailable(app[SETTINGS].outages.retry_after), client_id))
+
+
+async def post(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    service = app[MESSAGES]
+    new = service.validate_new(session.principal, session.conversation_id, body)
+    posted = await service.store(new)  # the socket's access was checked when it opened
+    if posted.created:
+        app[METRICS].messages_in.labels("ws").inc()
+    sender.push(frame("ack", client_id=new.client_id, message=posted.message))
+
+
+ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
+               422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
+
+
+def error_frame(problem: Problem, client_id: str | None) -> bytes:
+    fields: dict[str, Any] = {
+        "code": problem.code or ERROR_CODES.get(problem.status, "error"),
+        "detail": problem.detail, "client_id": client_id,
+    }
+    if "Retry-After" in problem.headers:
+        fields["retry_after"] = int(problem.headers["Retry-After"])
+    if problem.invalid_params:
+        fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
+    if isinstance(problem, RateLimited):
+        fields["retry_after"] = problem.retry_after
+    return frame("error", **fields)

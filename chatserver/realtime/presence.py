@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from chatserver.server.supervisor import Supervisor
 
-log = logging.getLogger("chatserver.realtime.presence")
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "chatserver:presence:"
 REFRESH_TASK = "presence-refresh"

@@ -7,7 +7,7 @@ socket is replaying history (`syncing`), live frames wait in `pending` and are s
 without repeating a seq.
 
 Without per-message compression (the default) frames skip aiohttp's writer: a room builds each
-frame's bytes once (`chatserver.realtime.wire`), every socket queues that same object, and the
+frame's bytes once (`chatserver.realtime.frames`), every socket queues that same object, and the
 `Flusher` writes each socket's queued frames with ONE `transport.write` of their joined bytes, at
 the next loop iteration but at most once per `fanout_flush_interval`. While the transport's buffer
 is above its high-water mark (the peer reads slower than we write), frames stay queued, one task
@@ -26,10 +26,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from chatserver.realtime.frames import Kind
-from chatserver.realtime.wire import Outgoing
+from chatserver.realtime.frames import Kind, Outgoing
 
-log = logging.getLogger("chatserver.realtime.ws")
+log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008
 TOO_SLOW_REASON = "too slow, resume with since"

@@ -16,53 +16,42 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.api.outage import unavailable
 from chatserver.appkeys import (
     CONVERSATIONS,
     DB_POOL,
     HUB,
-    MESSAGES,
-    METRICS,
     PRESENCE,
     SETTINGS,
     SOCKETS,
     TOKENS,
 )
-from chatserver.auth.keys import Principal
 from chatserver.auth.tokens import authenticate
 from chatserver.config import RealtimeSettings
-from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
+from chatserver.db.errors import UNAVAILABLE_ERRORS
 from chatserver.models import message_json
 from chatserver.problems import Problem
 from chatserver.realtime.frames import frame, message_frame
 from chatserver.realtime.guard import (
     CLOSE_FORBIDDEN_ORIGIN,
-    FrameLimiter,
     OpenSocket,
-    RateLimited,
-    origin_allowed,
+    socket_origin_allowed,
 )
-from chatserver.realtime.inbound import FramePipeline
+from chatserver.realtime.inbound import UNAVAILABLE_REASON, Session, close_for, receive
 from chatserver.realtime.sendqueue import SocketSender
-from chatserver.services.conversations import parse_id
-from chatserver.store import messages as message_store
-from chatserver.validation import parse_json_object
+from chatserver.services import history
+from chatserver.validation import parse_hex_id
 
-log = logging.getLogger("chatserver.realtime.ws")
+log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "chatserver.v1"
 BEARER_PROTOCOL_PREFIX = "bearer."
-REPLAY_PAGE = 500
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
-UNAVAILABLE_REASON = "database unavailable, retry later"
 
 
 class Refusal(Exception):
@@ -70,13 +59,6 @@ class Refusal(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Session:
-    principal: Principal
-    conversation_id: uuid.UUID
-    since: int | None
 
 
 def credential(request: web.Request) -> str | None:
@@ -103,10 +85,11 @@ def parse_since(request: web.Request) -> int | None:
 async def open_session(request: web.Request) -> tuple[Session, int]:
     """Who is connecting to which conversation, and its last seq; Refusal when not allowed."""
     app = request.app
-    if not origin_allowed(app[SETTINGS].realtime.allowed_origins, request.headers.get("Origin")):
+    origin = request.headers.get("Origin")
+    if not socket_origin_allowed(app[SETTINGS].realtime.allowed_origins, origin):
         raise Refusal(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
     try:
-        conversation_id = parse_id(request.match_info["conversation_id"])
+        conversation_id = parse_hex_id(request.match_info["conversation_id"])
     except Problem:
         raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
     cred = credential(request)
@@ -126,7 +109,7 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
 async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS].realtime
     ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat, compress=settings.compress,
+        protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat or None, compress=settings.compress,
         max_msg_size=settings.max_frame_bytes, timeout=settings.close_timeout,
     )
     await ws.prepare(request)
@@ -155,12 +138,6 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     finally:
         request.app[SOCKETS].discard(admitted)
     return ws
-
-
-def close_for(exc: BaseException) -> tuple[int, str]:
-    if is_unavailable(exc):
-        return WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON
-    return WSCloseCode.INTERNAL_ERROR, "server error, resume"
 
 
 async def close_quietly(
@@ -203,89 +180,8 @@ async def serve(
 async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
     """Send every message above `since` in its current state; the highest seq sent (or since)."""
     last = session.since or 0
-    while True:
-        async with app[DB_POOL].acquire() as conn:
-            rows = await message_store.list_messages(
-                conn, session.conversation_id, before=None, after=last, limit=REPLAY_PAGE,
-                ascending=True,
-            )
+    async for rows in history.pages_after(app[DB_POOL], session.conversation_id, last):
         for row in rows:
             await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)
             last = row["seq"]
-        if len(rows) < REPLAY_PAGE:
-            return last
-
-
-async def receive(
-    app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
-) -> None:
-    limits = app[SETTINGS].limits
-    limiter = FrameLimiter(limits, app[METRICS])
-    pipeline = FramePipeline(limits.socket_frames_in_flight,
-                             lambda exc: sender.close_soon(*close_for(exc)))
-    try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await pipeline.start(handle_text(app, sender, session, msg.data, limiter))
-            elif msg.type is WSMsgType.BINARY:
-                await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
-                return
-    finally:
-        await pipeline.finish()
-
-
-async def handle_text(
-    app: web.Application, sender: SocketSender, session: Session, raw: str, limiter: FrameLimiter
-) -> None:
-    client_id = None
-    wait = limiter.take()  # every frame counts, also one that turns out broken
-    try:
-        data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
-        client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
-        if wait:
-            raise RateLimited(wait)
-        kind = data.pop("type", None)
-        if kind == "message":
-            await post(app, sender, session, data)
-        elif kind == "typing":
-            await app[HUB].ephemeral(
-                session.conversation_id, frame("typing", user=session.principal.name)
-            )
-        else:
-            raise Problem(400, "type must be message or typing", code="unknown_type",
-                          invalid_params=[("type", "must be message or typing")])
-    except Problem as problem:
-        sender.push(error_frame(problem, client_id))
-    except UNAVAILABLE_ERRORS as exc:
-        # Not acknowledged, and the socket stays: the client sends again after retry_after.
-        log.warning("websocket frame refused, the database is unavailable: %r", exc)
-        sender.push(error_frame(unavailable(app[SETTINGS].outages.retry_after), client_id))
-
-
-async def post(
-    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
-) -> None:
-    service = app[MESSAGES]
-    new = service.validate_new(session.principal, session.conversation_id, body)
-    posted = await service.store(new)  # the socket's access was checked when it opened
-    if posted.created:
-        app[METRICS].messages_in.labels("ws").inc()
-    sender.push(frame("ack", client_id=new.client_id, message=posted.message))
-
-
-ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
-               422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
-
-
-def error_frame(problem: Problem, client_id: str | None) -> bytes:
-    fields: dict[str, Any] = {
-        "code": problem.code or ERROR_CODES.get(problem.status, "error"),
-        "detail": problem.detail, "client_id": client_id,
-    }
-    if "Retry-After" in problem.headers:
-        fields["retry_after"] = int(problem.headers["Retry-After"])
-    if problem.invalid_params:
-        fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
-    if isinstance(problem, RateLimited):
-        fields["retry_after"] = problem.retry_after
-    return frame("error", **fields)
+    return last

@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-log = logging.getLogger("chatserver.server.gcpolicy")
+log = logging.getLogger(__name__)
 
 
 async def freeze_startup_objects(app: web.Application) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-log = logging.getLogger("chatserver.server.shutdown")
+log = logging.getLogger(__name__)
 
 # In-flight requests may use this share of the budget; webhook sends get what is left of it but
 # the last RESERVE_SHARE, kept for cancelling, releasing claims and closing pools.

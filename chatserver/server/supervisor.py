@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-log = logging.getLogger("chatserver.server.supervisor")
+log = logging.getLogger(__name__)
 
 TaskFactory = Callable[[], Awaitable[None]]
 

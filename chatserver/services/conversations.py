@@ -22,14 +22,6 @@ UPDATE_FIELDS = ("config", "metadata")
 FIXED_FIELDS = ("usecase", "channel")
 
 
-def parse_id(text: str, what: str = "conversation_id") -> uuid.UUID:
-    """A 32-hex id (hyphens tolerated); a malformed one is 400 naming the field."""
-    try:
-        if len(text) not in (32, 36):
-            raise ValueError
-        return uuid.UUID(hex=text)
-    except ValueError:
-        raise ValidationProblem([(what, "must be a 32-character hex id")]) from None
 
 
 def check_callback_url(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -23,7 +23,7 @@ from chatserver.models import (
     message_json,
 )
 from chatserver.problems import Problem, ValidationProblem, not_found
-from chatserver.realtime.hub import MessageEvents
+from chatserver.services import history
 from chatserver.services.conversations import ConversationService
 from chatserver.services.groupcommit import GroupCommitter
 from chatserver.store import messages as store
@@ -84,10 +84,18 @@ class ConversationTeams:
             raise not_found()
 
 
+class MessageEvents(Protocol):
+    """Told after each commit (the real-time hub): a port, so this service never imports it."""
+
+    async def message_created(self, message: dict[str, Any]) -> None: ...
+
+    async def message_updated(self, message: dict[str, Any]) -> None: ...
+
+
 class MessageService:
     def __init__(
         self, pool: asyncpg.Pool, conversations: ConversationService, settings: MessageSettings,
-        performance: PerformanceSettings | None = None,
+        events: MessageEvents, performance: PerformanceSettings | None = None,
     ) -> None:
         performance = performance or PerformanceSettings()
         self.pool = pool
@@ -96,7 +104,7 @@ class MessageService:
         self.teams = ConversationTeams(conversations)
         self.committer = GroupCommitter(pool, max_batch=performance.group_commit_max_batch,
                                         in_flight=performance.group_commit_in_flight)
-        self.events: MessageEvents | None = None  # told after each commit (the real-time hub)
+        self.events = events
 
     def validate_new(
         self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any],
@@ -134,8 +142,7 @@ class MessageService:
         if not stored.created:
             return self._replay(new, stored.row)
         message = message_json(stored.row)
-        if self.events is not None:
-            await self.events.message_created(message)
+        await self.events.message_created(message)
         return Posted(message, created=True)
 
     @staticmethod
@@ -152,11 +159,8 @@ class MessageService:
         after: int | None, limit: int, ascending: bool,
     ) -> Page:
         await self.conversations.get_row(principal, conversation_id)
-        async with self.pool.acquire() as conn:
-            rows = await store.list_messages(
-                conn, conversation_id, before=before, after=after, limit=limit + 1,
-                ascending=ascending,
-            )
+        rows = await history.page(self.pool, conversation_id, before=before, after=after,
+                                  limit=limit + 1, ascending=ascending)
         return Page([message_json(r) for r in rows[:limit]], more=len(rows) > limit)
 
     async def update(
@@ -182,6 +186,5 @@ class MessageService:
         if row is None:
             raise not_found("message")
         message = message_json(row)
-        if self.events is not None:
-            await self.events.message_updated(message)
+        await self.events.message_updated(message)
         return message

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,34 +22,30 @@ import asyncpg
 import orjson
 
 from chatserver.config import ServerSettings
+from chatserver.db.errors import UNAVAILABLE_ERRORS
 from chatserver.models import iso
-from chatserver.problems import Problem, ValidationProblem
+from chatserver.problems import NotFound, StoreUnavailable, ValidationProblem
 from chatserver.services import cursors
 from chatserver.store import workflow_conversations as store
-from chatserver.validation import BIGINT_MAX, Fields, check_json_value
+from chatserver.validation import (
+    BIGINT_MAX,
+    DECIMAL_ID,
+    ID_MIN,
+    ID_REASON,
+    Fields,
+    check_json_value,
+)
 
-log = logging.getLogger("chatserver.services.workflows")
+log = logging.getLogger(__name__)
 
 FIELDS = ("agent_product_id", "user_id", "configuration")
-ID_MIN = 1
-ID_REASON = f"must be an integer between {ID_MIN} and {BIGINT_MAX}"
-_DECIMAL = re.compile(r"[0-9]{1,19}")
-# What a failing database raises: refused statements, a closed pool or lost socket, a timeout.
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+WHAT = "workflow conversation"
+# Kept for code written against the first release: both are the shared problem types now.
+WorkflowStoreError = StoreUnavailable
 
 
-class NotFound(Problem):
-    """No workflow conversation has this id, or the manager's team may not see it: 404."""
-
-    def __init__(self) -> None:
-        super().__init__(404, "workflow conversation not found")
 
 
-class WorkflowStoreError(Problem):
-    """The database failed (unreachable, timed out, refused); the cause is chained: 503."""
-
-    def __init__(self, action: str) -> None:
-        super().__init__(503, f"could not {action}: the database failed; retry later")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +80,6 @@ class Page:
     next_cursor: str | None
 
 
-def parse_id(text: str, name: str = "id") -> int:
-    """An id from a URL path: decimal digits of a positive bigint; else 400 naming the field."""
-    if _DECIMAL.fullmatch(text) is None or not ID_MIN <= int(text) <= BIGINT_MAX:
-        raise ValidationProblem([(name, ID_REASON)])
-    return int(text)
 
 
 def check_id(value: Any, name: str) -> int:
@@ -99,7 +89,7 @@ def check_id(value: Any, name: str) -> int:
 
 
 def _cursor_id(text: str) -> int:
-    if _DECIMAL.fullmatch(text) is None or int(text) > BIGINT_MAX:
+    if DECIMAL_ID.fullmatch(text) is None or int(text) > BIGINT_MAX:
         raise ValueError(text)
     return int(text)
 
@@ -193,14 +183,14 @@ class WorkflowConversationManager:
         if not changes:
             found = await self.get_workflow_conversation(conversation_id)
             if found is None:
-                raise NotFound()
+                raise NotFound(WHAT)
             return found
         async with self._connection("update the workflow conversation") as conn:
             row = await store.update_workflow_conversation(
                 conn, conversation_id, self.team_id, changes
             )
         if row is None:
-            raise NotFound()
+            raise NotFound(WHAT)
         return WorkflowConversation.from_row(row)
 
     async def connect_to_workflow_conversation(
@@ -215,7 +205,7 @@ class WorkflowConversationManager:
         async with self._connection("connect to the workflow conversation") as conn:
             row = await store.merge_configuration(conn, conversation_id, self.team_id, data)
         if row is None:
-            raise NotFound()
+            raise NotFound(WHAT)
         return WorkflowConversation.from_row(row)
 
     async def get_workflow_conversations_for_user(
@@ -267,10 +257,10 @@ class WorkflowConversationManager:
 
     @asynccontextmanager
     async def _connection(self, action: str) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; a database failure becomes a WorkflowStoreError."""
+        """A pooled connection; an unreachable database becomes a StoreUnavailable (503)."""
         try:
             async with self.pool.acquire() as conn:
                 yield conn
-        except DATABASE_ERRORS as exc:
+        except UNAVAILABLE_ERRORS as exc:
             log.warning("could not %s: %s: %s", action, type(exc).__name__, exc)
-            raise WorkflowStoreError(action) from exc
+            raise StoreUnavailable(action) from exc

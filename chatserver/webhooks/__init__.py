@@ -6,7 +6,9 @@
     signing.py      Standard Webhooks signatures
     sender.py       one HTTP attempt (no redirects, bounded time and body)
     schedule.py     what happens after an attempt: done, retry when, give up, endpoint gone
-    dispatcher.py   the worker loop that claims due deliveries and sends them
-    service.py      the API's operations: log, redeliver, test, rotate, enable
+    dispatcher.py   the loop that claims due deliveries and sends them
     context.py      wiring into the app (cleanup context) and `chatserver worker`
+
+The API's operations on them (log, redeliver, test, rotate, enable) are
+`chatserver.services.webhooks`.
 """

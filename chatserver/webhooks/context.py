@@ -1,4 +1,7 @@
-"""Wiring: the app's webhook cleanup context, the supervised dispatcher, `chatserver worker`.
+"""Wiring: the app's webhook cleanup context (with the queue-depth gauge), the supervised
+dispatcher, and `chatserver worker` (the dispatcher in a process of its own).
+
+The queue depth needs a query, so it is read at scrape time and cached for a few seconds.
 
 Inside `chatserver serve` (`[webhooks] run_in_server = true`, the default) the dispatcher runs
 beside the HTTP server as the app Supervisor's "webhook-dispatcher" task (restarted with backoff
@@ -12,32 +15,34 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from aiohttp import web
 
 from chatserver.appkeys import (
-    CONVERSATIONS,
     DB_POOL,
     METRICS,
     SETTINGS,
     SHUTDOWN,
     SUPERVISOR,
     WEBHOOK_RESOLVER,
-    WEBHOOKS,
+    WEBHOOK_SENDER,
 )
 from chatserver.config import Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
+from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.db.pool import create_pool
-from chatserver.metrics import Metrics
+from chatserver.metrics import Metrics, StateCollector
 from chatserver.server.supervisor import Supervisor
+from chatserver.store import webhooks as webhook_store
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
-from chatserver.webhooks.service import WebhookService
 
-log = logging.getLogger("chatserver.webhooks")
+log = logging.getLogger(__name__)
 
+QUEUE_DEPTH_CACHE = 5.0  # seconds a webhook queue count is reused by scrapes
 DISPATCHER_TASK = "webhook-dispatcher"
 RESTART_BACKOFF_START = 1.0
 RESTART_BACKOFF_MAX = 60.0
@@ -99,13 +104,45 @@ def dispatcher_runner(
     return DispatcherRunner(lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics))
 
 
+class QueueDepth:
+    """Pending webhook deliveries, counted at most every QUEUE_DEPTH_CACHE seconds."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.value = 0.0
+        self.read_at = float("-inf")
+
+    async def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self.read_at < QUEUE_DEPTH_CACHE:
+            return
+        self.read_at = now
+        try:
+            async with asyncio.timeout(QUEUE_DEPTH_CACHE):
+                async with self.pool.acquire() as conn:
+                    self.value = float(await webhook_store.count_all_pending(conn))
+        except TRANSIENT_ERRORS as exc:
+            log.warning("counting pending webhook deliveries failed: %r", exc)
+
+
+def watch_webhook_queue(metrics: Metrics, pool: asyncpg.Pool) -> None:
+    depth = QueueDepth(pool)
+    metrics.before_scrape(depth.refresh)
+    metrics.watch(StateCollector(
+        "chatserver_webhook_queue_depth", "Pending webhook deliveries (all instances)", [],
+        lambda: {(): depth.value},
+    ))
+
+
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: the HTTP sender, the service, and (when configured) the dispatcher."""
+    """Cleanup context: the HTTP sender (also for the API's test sends and redeliveries), the
+    queue-depth gauge and (when configured) the dispatcher."""
     settings = app[SETTINGS]
     sender = WebhookSender(settings.webhooks, resolver=app.get(WEBHOOK_RESOLVER))
     await sender.start()
     pool = app[DB_POOL]
-    app[WEBHOOKS] = WebhookService(pool, app[CONVERSATIONS], settings.webhooks, sender)
+    app[WEBHOOK_SENDER] = sender
+    watch_webhook_queue(app[METRICS], pool)
     shutdown = app[SHUTDOWN]
     runner = None
     if settings.webhooks.run_in_server:
@@ -119,8 +156,9 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
         await sender.close()
 
 
-async def run_worker(settings: Settings, *, burst: bool = False) -> None:
-    """`chatserver worker`: a supervised dispatcher until SIGINT/SIGTERM (or, burst, idle)."""
+async def run_dispatcher(settings: Settings, *, burst: bool = False) -> None:
+    """`chatserver worker`: a supervised dispatcher in a process of its own, until SIGINT/SIGTERM
+    (or, with `burst`, until nothing is due)."""
     dsn = await resolve_dsn(settings)
     await run_migrations(dsn)
     pool = await create_pool(dsn, settings.database)
@@ -135,9 +173,9 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("webhook worker running")
+        log.info("webhook dispatcher running")
         await stop.wait()
-        log.info("webhook worker stopping")
+        log.info("webhook dispatcher stopping")
         await runner.stop(grace=settings.server.shutdown_timeout)
     finally:
         await sender.close()

@@ -34,7 +34,7 @@ from chatserver.store import webhooks as store
 from chatserver.webhooks.schedule import Decision, Verdict, decide
 from chatserver.webhooks.sender import AttemptResult, WebhookSender
 
-log = logging.getLogger("chatserver.webhooks")
+log = logging.getLogger(__name__)
 
 CHANNEL = "chatserver_webhooks"
 LEASE_MARGIN = 30.0

@@ -19,7 +19,7 @@ from chatserver.config import WebhookSettings
 from chatserver.webhooks.signing import signed_headers
 from chatserver.webhooks.ssrf import AddressPolicy, BlockedAddress, GuardedResolver
 
-log = logging.getLogger("chatserver.webhooks")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "chatserver-webhooks/1"
 

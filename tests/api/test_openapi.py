@@ -29,7 +29,7 @@ EXCLUDED_CHECKS = "positive_data_acceptance"
 # With real ids pinned, schemathesis still labels some of its cases as "invalid id" while sending
 # the pinned valid one, so that run leaves negative-data rejection to the unpinned run.
 PINNED_EXCLUDED_CHECKS = "positive_data_acceptance,negative_data_rejection"
-FUZZ_SECONDS = os.environ.get("CHATSERVER_FUZZ_SECONDS", "45")
+FUZZ_SECONDS = os.environ.get("CHATSERVER_TEST_FUZZ_SECONDS", "45")
 
 
 async def test_document_lists_every_route(api: Api) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chatserver.api.middleware import PUBLIC_ROUTES, TOKEN_ROUTES
+from chatserver.api.middlewares import PUBLIC_ROUTES, TOKEN_ROUTES
 from chatserver.api.routes import ROUTES
 from chatserver.app import create_app
 from chatserver.openapi.operations import OPERATIONS

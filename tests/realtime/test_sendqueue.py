@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from chatserver.realtime.frames import Kind
+from chatserver.realtime.frames import Kind, Outgoing
 from chatserver.realtime.sendqueue import CLOSE_TOO_SLOW, Flusher, SocketSender
-from chatserver.realtime.wire import Outgoing
 from tests.realtime.helpers import WAIT
 
 

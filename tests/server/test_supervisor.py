@@ -10,7 +10,7 @@ from chatserver.app import create_app
 from chatserver.appkeys import HUB, SUPERVISOR
 from chatserver.bus.redis import LISTENER_TASK
 from chatserver.config import Settings
-from chatserver.operations import RECHECK_TASK
+from chatserver.realtime.context import RECHECK_TASK
 from chatserver.realtime.hub import RECONCILE_TASK
 from chatserver.realtime.presence import REFRESH_TASK
 from chatserver.server.supervisor import Supervisor, TaskState

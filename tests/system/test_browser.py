@@ -286,7 +286,7 @@ async def test_page_and_files_are_served_with_a_strict_policy(server: TestServer
         for name, types in files:
             async with session.get(f"{base_of(server)}/static/{name}") as resp:
                 assert resp.status == 200 and resp.content_type in types
-        outside = URL(base_of(server) + "/static/%2e%2e/pyproject.toml", encoded=True)
+        outside = URL(base_of(server) + "/static/%2e%2e/config.py", encoded=True)
         async with session.get(outside) as resp:
             assert resp.status in (403, 404)
         async with session.get(base_of(server) + "/openapi.json") as resp:

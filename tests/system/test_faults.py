@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 
 from chaos.processes import Postgres
-from chatserver.api.outage import unavailable
 from chatserver.api.routes import ROUTES
 from chatserver.app import create_app
 from chatserver.appkeys import DB_POOL
@@ -27,7 +26,8 @@ from chatserver.db.dsn import with_database
 from chatserver.db.pool import create_pool
 from chatserver.openapi.document import build_document
 from chatserver.openapi.operations import OPERATIONS
-from chatserver.realtime.ws import error_frame
+from chatserver.problems import unavailable
+from chatserver.realtime.inbound import error_frame
 from chatserver.webhooks.dispatcher import Dispatcher
 from chatserver.webhooks.sender import WebhookSender
 from tests.conftest import Api

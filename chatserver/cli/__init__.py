@@ -1,4 +1,5 @@
-"""The `chatserver` command: serve, worker, migrate, API key management, and a demo."""
+"""The `chatserver` command: serve, worker (the webhook dispatcher alone), migrate, API key
+management, and a demo."""
 
 from __future__ import annotations
 
@@ -11,24 +12,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
-from aiohttp import web
 
-from chatserver.app import create_app
-from chatserver.appkeys import DB_POOL, SETTINGS, SHUTDOWN
+from chatserver import __version__
 from chatserver.auth.keys import create_api_key
-from chatserver.config import ConfigError, Settings
+from chatserver.cli.errors import explain, require_existing_database
+from chatserver.cli.processes import run_processes
+from chatserver.cli.serve import run_serve
+from chatserver.config import Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.demo import create_demo
-from chatserver.server.eventloop import new_event_loop
-from chatserver.server.gcpolicy import freeze_startup_objects
-from chatserver.server.logs import AccessLogger, setup_logging
-from chatserver.server.processes import run_workers
-from chatserver.server.shutdown import handler_timeout
+from chatserver.server.logs import setup_logging
 from chatserver.store import api_keys
-from chatserver.webhooks.context import run_worker
+from chatserver.webhooks.context import run_dispatcher
 
 DEFAULT_CONFIG = "config.toml"
-BOOTSTRAP_LOCK_ID = 7_295_002
 
 
 def load_settings(path: str | None) -> Settings:
@@ -37,47 +34,6 @@ def load_settings(path: str | None) -> Settings:
     if path is None and Path(DEFAULT_CONFIG).exists():
         path = DEFAULT_CONFIG
     return Settings.load(path)
-
-
-async def bootstrap_key(app: web.Application) -> None:
-    async with app[DB_POOL].acquire() as conn:
-        await create_first_key(conn, app[SETTINGS].server.port)
-
-
-async def create_first_key(conn: asyncpg.Connection, port: int) -> None:
-    """On first start, with no active key, create one and print it once with a curl line."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK_ID)
-        if await api_keys.count_active_keys(conn):
-            return
-        key, _row = await create_api_key(conn, "default", None)
-    print(
-        f"\nCreated the first API key (admin; shown only now, store it):\n\n    {key}\n\n"
-        "Try it:\n\n"
-        f"    curl http://localhost:{port}/api/conversations \\\n"
-        f"      -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        """      --data-raw '{"channel":"API","usecase":"DEFAULT"}'\n""",
-        flush=True,
-    )
-
-
-def run_serve(settings: Settings, *, reuse_port: bool = False, bootstrap: bool = True) -> None:
-    setup_logging(settings.server.log_level, settings.server.log_format)
-    app = create_app(settings)
-    if bootstrap:
-        app.on_startup.append(bootstrap_key)
-    app.on_startup.append(freeze_startup_objects)
-    app[SHUTDOWN].enforce = True  # a real process: exit by the deadline, whatever hangs
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=handler_timeout(settings.server.shutdown_timeout),
-        access_log_class=AccessLogger,
-        reuse_port=reuse_port,
-        print=lambda text: print(text, flush=True),
-        loop=new_event_loop(settings.performance.uvloop),
-    )
 
 
 async def _with_db(settings: Settings) -> asyncpg.Connection:
@@ -105,10 +61,10 @@ async def run_keys(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"{row['id'].hex}  {row['name']}  team={row['team_id']}  {state}  "
                       f"created={row['created_at']:%Y-%m-%d %H:%M}")
         elif args.keys_command == "revoke":
-            if not await api_keys.revoke_key(conn, uuid.UUID(hex=args.id)):
-                print(f"no active key with id {args.id}", file=sys.stderr)
+            if not await api_keys.revoke_key(conn, args.id):
+                print(f"chatserver: no active key with id {args.id.hex}", file=sys.stderr)
                 return 1
-            print(f"revoked {args.id}")
+            print(f"revoked {args.id.hex}")
     finally:
         await conn.close()
     return 0
@@ -130,6 +86,15 @@ def user_name(text: str) -> str:
     return text
 
 
+def key_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(hex=text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a key id (32 hex characters, as `chatserver keys list` shows)"
+        ) from None
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
@@ -138,6 +103,7 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatserver", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"chatserver {__version__}")
     parser.add_argument("--config", help="settings file (default: ./config.toml if present)")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP and websocket server")
@@ -155,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--team", type=int, default=None, help="team id (omit for an admin key)")
     keys_sub.add_parser("list", help="list keys (never the secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("id")
+    revoke.add_argument("id", type=key_id, help="the key's id, as `keys list` shows it")
     demo = sub.add_parser("demo", help="create a conversation and browser tokens; print page URLs")
     demo.add_argument("--user", action="append", type=user_name,
                       help="a user to make a token for (repeat; default: alice and bob)")
@@ -165,33 +131,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve_workers(settings: Settings, workers: int) -> None:
+def serve_processes(settings: Settings, processes: int) -> int:
     setup_logging(settings.server.log_level, settings.server.log_format)
-    try:
-        sys.exit(run_workers(settings, workers))
-    except ConfigError as exc:
-        sys.exit(f"chatserver: configuration error: {exc}")
+    return run_processes(settings, processes)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        sys.exit(f"chatserver: configuration error: {exc}")
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         settings = settings.replace(server=overrides) if overrides else settings
         if args.workers != 1:
-            serve_workers(settings, args.workers)
-        else:
-            run_serve(settings)
+            return serve_processes(settings, args.workers)
+        run_serve(settings)
     elif args.command == "migrate":
         asyncio.run(run_migrate(settings))
     elif args.command == "worker":
         setup_logging(settings.server.log_level)
-        asyncio.run(run_worker(settings, burst=args.burst))
+        asyncio.run(run_dispatcher(settings, burst=args.burst))
     elif args.command == "keys":
-        sys.exit(asyncio.run(run_keys(settings, args)))
+        require_existing_database(settings)
+        return asyncio.run(run_keys(settings, args))
     elif args.command == "demo":
+        require_existing_database(settings)
         asyncio.run(run_demo(settings, args))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = None
+    try:
+        settings = load_settings(args.config)
+        code = run_command(args, settings)
+    except Exception as exc:
+        explained = explain(exc, settings)
+        if explained is None:
+            raise
+        message, code = explained
+        print(f"chatserver: {message}", file=sys.stderr)
+    sys.exit(code)

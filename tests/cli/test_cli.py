@@ -78,7 +78,8 @@ def test_bad_config_stops_startup_naming_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 async def test_serve_with_embedded_postgres_prints_a_working_key(tmp_path: Path) -> None:
-    """The README's first command: no database configured, a key printed, the seed's calls work."""
+    """The README's first command: no database configured, a key printed, the seed's calls work,
+    on uvloop."""
     port = free_port()
     env = {**os.environ, "PORT": str(port),
            "CHATSERVER_DATABASE_DATA_DIR": str(tmp_path / "pgdata"),
@@ -97,6 +98,8 @@ async def test_serve_with_embedded_postgres_prints_a_working_key(tmp_path: Path)
             if "Running on" in line:
                 break
         assert key, "no key printed:\n" + "".join(seen)[-3000:]
+        # uvloop is a dependency of the README's install, and the log says it runs.
+        assert any("event loop: uvloop" in line for line in seen), "".join(seen)[-3000:]
         headers = {"Authorization": f"Bearer {key}"}
         base = f"http://127.0.0.1:{port}/api"
         async with aiohttp.ClientSession(headers=headers) as http:

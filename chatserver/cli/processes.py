@@ -21,20 +21,21 @@ from types import FrameType
 
 import asyncpg
 
+from chatserver.cli.serve import create_first_key, run_serve
 from chatserver.config import ConfigError, Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 
-log = logging.getLogger("chatserver.server.processes")
+log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
 POLL_INTERVAL = 0.2
 STOP_GRACE = 5.0  # seconds beyond [server] shutdown_timeout before a child is killed
 
 
-def check_workers(settings: Settings, workers: int) -> None:
-    if workers < 1:
+def check_processes(settings: Settings, processes: int) -> None:
+    if processes < 1:
         raise ConfigError("--workers must be at least 1")
-    if workers > 1 and not settings.redis.url:
+    if processes > 1 and not settings.redis.url:
         raise ConfigError(
             "--workers > 1 needs [redis] url (CHATSERVER_REDIS_URL): the in-process bus cannot "
             "fan messages out between processes"
@@ -46,8 +47,6 @@ async def prepare(settings: Settings) -> Settings:
 
     The embedded server (if any) belongs to this process and stops when it exits.
     """
-    from chatserver.cli import create_first_key
-
     dsn = await resolve_dsn(settings)
     await run_migrations(dsn)
     conn = await asyncpg.connect(dsn)
@@ -59,15 +58,13 @@ async def prepare(settings: Settings) -> Settings:
 
 
 def child_main(settings: Settings) -> None:
-    from chatserver.cli import run_serve
-
     run_serve(settings, reuse_port=True, bootstrap=False)
 
 
-class WorkerPool:
-    def __init__(self, settings: Settings, workers: int) -> None:
+class ServerProcesses:
+    def __init__(self, settings: Settings, processes: int) -> None:
         self.settings = settings
-        self.workers = workers
+        self.processes = processes
         self.context = multiprocessing.get_context("spawn")
         self.children: list[BaseProcess] = []
         self.stopping = False
@@ -75,13 +72,13 @@ class WorkerPool:
     def start_child(self) -> BaseProcess:
         child = self.context.Process(target=child_main, args=(self.settings,), daemon=False)
         child.start()
-        log.info("worker %s started", child.pid)
+        log.info("server process %s started", child.pid)
         return child
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        self.children = [self.start_child() for _ in range(self.workers)]
+        self.children = [self.start_child() for _ in range(self.processes)]
         while not self.stopping:
             time.sleep(POLL_INTERVAL)
             self._restart_dead()
@@ -94,7 +91,7 @@ class WorkerPool:
         for i, child in enumerate(self.children):
             if child.is_alive() or self.stopping:
                 continue
-            log.warning("worker %s exited with %s; starting another in %.0fs",
+            log.warning("server process %s exited with %s; starting another in %.0fs",
                         child.pid, child.exitcode, RESTART_DELAY)
             time.sleep(RESTART_DELAY)
             if not self.stopping:
@@ -108,14 +105,14 @@ class WorkerPool:
         for child in self.children:
             child.join(max(0.0, deadline - time.monotonic()))
             if child.is_alive():
-                log.warning("worker %s did not stop in time; killing it", child.pid)
+                log.warning("server process %s did not stop in time; killing it", child.pid)
                 child.kill()
                 child.join()
         return 0
 
 
-def run_workers(settings: Settings, workers: int) -> int:
-    """Prepare once, then run `workers` server processes until SIGTERM/SIGINT."""
-    check_workers(settings, workers)
+def run_processes(settings: Settings, processes: int) -> int:
+    """Prepare once, then run `processes` server processes until SIGTERM/SIGINT."""
+    check_processes(settings, processes)
     prepared = asyncio.run(prepare(settings))
-    return WorkerPool(prepared, workers).run()
+    return ServerProcesses(prepared, processes).run()
