@@ -39,7 +39,7 @@ class Sizes:
     drain: float
 
 
-FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, cluster_rooms=2000,
+FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, cluster_rooms=500,
              write_rooms=50, duration=10.0, drain=10.0)
 QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, cluster_rooms=100, write_rooms=10,
               duration=2.0, drain=5.0)
