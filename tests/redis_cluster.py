@@ -129,9 +129,10 @@ class RedisCluster:
                     replication = client.info("replication")
                     if replication["role"] == "slave" and replication["master_link_status"] != "up":
                         return False
-                    owners.add(tuple(sorted(int(e[2][1]) for e in client.execute_command(
+                    owners.add(tuple(sorted((e[0], int(e[2][1])) for e in client.execute_command(
                         "CLUSTER SLOTS"))))
-            return len(owners) == 1 and len(next(iter(owners))) == NODES // 2
+            # Every node reports the same slot map, held by NODES // 2 distinct primaries.
+            return len(owners) == 1 and len({port for _, port in owners.pop()}) == NODES // 2
         except (OSError, RedisError):
             return False
 

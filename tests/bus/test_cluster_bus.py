@@ -166,3 +166,45 @@ async def test_primary_killed_the_replica_takes_over_and_the_bus_follows(
         await bus.close()
         if victim is not None:
             await asyncio.to_thread(redis_cluster.restart, victim[1])
+
+
+async def move_slot(cluster: RedisCluster, slot_number: int, source: Address,
+                    target: Address) -> None:
+    """Reshard one (empty) slot from `source` to `target`, as redis-cli --cluster reshard does."""
+    src, dst = (Redis(host=a[0], port=a[1]) for a in (source, target))
+    try:
+        src_id = (await src.execute_command("CLUSTER", "MYID")).decode()
+        dst_id = (await dst.execute_command("CLUSTER", "MYID")).decode()
+        await dst.execute_command("CLUSTER", "SETSLOT", slot_number, "IMPORTING", src_id)
+        await src.execute_command("CLUSTER", "SETSLOT", slot_number, "MIGRATING", dst_id)
+        for client in (dst, src):
+            await client.execute_command("CLUSTER", "SETSLOT", slot_number, "NODE", dst_id)
+    finally:
+        await src.aclose()
+        await dst.aclose()
+    await asyncio.to_thread(cluster.wait_ready)
+
+
+async def test_a_resharded_slot_is_followed_to_its_new_primary(
+    redis_cluster: RedisCluster, supervisor: Supervisor
+) -> None:
+    bus = ClusterBus(redis_cluster.url)
+    recorder = Recorder()
+    topics = await topics_on_every_primary(redis_cluster)
+    (source, topic), (target, _) = list(topics.items())[:2]
+    moving = slot(channel(topic))
+    try:
+        await bus.connect(recorder, supervisor)
+        await until_ok(bus)
+        await bus.subscribe(topic)
+        await subscribed_on(source, topic)
+        await move_slot(redis_cluster, moving, source, target)
+        # The old owner drops the channel (SUNSUBSCRIBE); the bus re-reads the slots, subscribes
+        # on the new owner, and asks for a fill.
+        await asyncio.wait_for(recorder.reconnected.wait(), WAIT)
+        await subscribed_on(target, topic)
+        await bus.publish(topic, b"resharded")
+        assert await recorder.next() == (topic, b"resharded")
+    finally:
+        await bus.close()
+        await move_slot(redis_cluster, moving, target, source)
