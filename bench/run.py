@@ -129,8 +129,8 @@ class Measurement:
 
 def run_generator(spec: dict[str, Any], core: str | None, measurement: Measurement,
                   budget: float) -> None:
-    argv = servers.pinned(core, [sys.executable, "-m", "bench.loadgen",
-                                 orjson.dumps(spec).decode()])
+    module = measurement.scenario.generator
+    argv = servers.pinned(core, [sys.executable, "-m", module, orjson.dumps(spec).decode()])
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             preexec_fn=servers._raise_nofile)
     watchdog = threading.Timer(budget, proc.kill)
@@ -176,6 +176,8 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
         spec = {"client": args.client, "uvloop": not args.no_gen_uvloop, **scenario.spec,
                 "targets": side.targets, "rooms": rooms, "protocol": side.protocol,
                 "token": side.token, "webhook_port": hook_port}
+        if scenario.tenants:
+            spec["tenants"] = servers.create_tenants(shared, side, scenario.tenants)
         profile_dir = Path(args.profile) if args.profile else None
         measurement = Measurement(side, scenario, profile_dir, args.gen_core)
         time.sleep(SETTLE)

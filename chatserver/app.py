@@ -14,6 +14,7 @@ from aiohttp import web
 from chatserver.api.middlewares import MIDDLEWARES
 from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
+    AUTH_THROTTLE,
     CONVERSATIONS,
     DB_POOL,
     KEY_CACHE,
@@ -90,10 +91,15 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[SHUTDOWN] = Shutdown(settings.server.shutdown_timeout)
-    app[KEY_CACHE] = KeyCache(settings.performance.api_key_cache_ttl)
+    performance, limits = settings.performance, settings.limits
+    app[KEY_CACHE] = KeyCache(performance.api_key_cache_ttl,
+                              unknown_ttl=performance.unknown_key_cache_ttl,
+                              unknown_size=performance.unknown_key_cache_size)
     app[RATE_LIMITER] = KeyedLimiter(
         settings.limits.requests_per_second_per_key, settings.limits.request_burst_per_key
     )
+    app[AUTH_THROTTLE] = KeyedLimiter(limits.failed_auths_per_second_per_address,
+                                      limits.failed_auth_burst_per_address)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     app.cleanup_ctx.append(webhooks_ctx)

@@ -37,6 +37,8 @@ MESSAGES: web.AppKey[MessageService] = web.AppKey("messages")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 RATE_LIMITER: web.AppKey[KeyedLimiter] = web.AppKey("rate_limiter")
+# Failed authentications per client address (REST and websocket upgrades).
+AUTH_THROTTLE: web.AppKey[KeyedLimiter] = web.AppKey("auth_throttle")
 OPENAPI_DOCUMENT: web.AppKey[dict] = web.AppKey("openapi_document")
 BODY_VALIDATORS: web.AppKey[dict] = web.AppKey("body_validators")
 WEBHOOKS: web.AppKey[WebhookService] = web.AppKey("webhooks")

@@ -85,9 +85,13 @@ class LimitSettings:
     request_burst_per_key: int = 200
     socket_frames_per_second: float = 20.0
     socket_frame_burst: int = 40
+    socket_dropped_frames_per_second: int = 100
     socket_frames_in_flight: int = 32
     max_sockets_per_instance: int = 10_000
     max_sockets_per_conversation: int = 1_000
+    max_sockets_per_team: int = 5_000
+    failed_auths_per_second_per_address: float = 10.0
+    failed_auth_burst_per_address: int = 100
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,8 @@ class PerformanceSettings:
     group_commit_max_batch: int = 256
     group_commit_in_flight: int = 2
     api_key_cache_ttl: float = 5.0
+    unknown_key_cache_ttl: float = 5.0
+    unknown_key_cache_size: int = 10_000
     fanout_flush_interval: float = 0.002
     uvloop: bool = True
 

@@ -28,7 +28,7 @@ import asyncpg
 import orjson
 
 from chatserver.config import WebhookSettings
-from chatserver.db.errors import UNAVAILABLE_ERRORS
+from chatserver.db.errors import TRANSIENT_ERRORS, UNAVAILABLE_ERRORS
 from chatserver.metrics import Metrics
 from chatserver.store import webhooks as store
 from chatserver.webhooks.schedule import Decision, Verdict, decide
@@ -255,7 +255,7 @@ class Dispatcher:
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("webhook LISTEN connection lost (%s); retrying in %.0f s", exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)
