@@ -32,8 +32,9 @@ async def readyz(request: web.Request) -> web.Response:
     bus: dict[str, object] = {}
     if HUB in request.app:
         hub_bus = request.app[HUB].bus
-        bus = {"state": str(hub_bus.state),
-               "nodes": {name: str(state) for name, state in hub_bus.node_states().items()}}
+        bus["state"] = str(hub_bus.state)
+        if nodes := hub_bus.node_states():  # a Redis Cluster's primaries
+            bus["nodes"] = {name: str(state) for name, state in nodes.items()}
     return json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks, "bus": bus,
          "tasks": supervisor.report()},
