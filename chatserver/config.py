@@ -69,6 +69,8 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = ""
+    cluster: bool = False
+    cluster_refresh_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,20 @@ class PerformanceSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    # Encrypts webhook secrets and the token signing key at rest (see chatserver.security.box).
+    secret_key: str = ""
+    # Older keys, still accepted for decryption while rows are re-encrypted with secret_key.
+    previous_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # When set, GET /metrics requires `Authorization: Bearer <token>`.
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -155,6 +171,8 @@ class Settings:
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     outages: OutageSettings = field(default_factory=OutageSettings)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def load(

@@ -17,6 +17,7 @@ from chatserver.config import Settings
 from chatserver.db.dsn import with_database
 from chatserver.db.pool import init_connection
 from tests import databases
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 
@@ -34,6 +35,14 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One 3-primary + 3-replica Redis Cluster for the session (started on first use)."""
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
