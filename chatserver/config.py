@@ -63,11 +63,14 @@ class DatabaseSettings:
         "choices": ("force_custom_plan", "auto", "force_generic_plan")})
     synchronous_commit: str = field(default="on", metadata={
         "choices": ("on", "remote_apply", "remote_write", "local", "off")})
+    partitions: int = 0
 
 
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = ""
+    cluster: bool = False
+    cluster_refresh_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class WebhookSettings:
 @dataclass(frozen=True)
 class RealtimeSettings:
     send_queue_size: int = 1000
+    send_queue_bytes: int = 1_048_576
     heartbeat: float = 30.0
     max_frame_bytes: int = 1_048_576
     compress: bool = False
@@ -141,6 +145,7 @@ class PerformanceSettings:
     unknown_key_cache_size: int = 10_000
     fanout_flush_interval: float = 0.002
     uvloop: bool = True
+    memory_trim_interval: float = 10.0
 
 
 @dataclass(frozen=True)
