@@ -75,6 +75,7 @@ class MessageSettings:
     max_content_bytes: int = 65_536
     page_default: int = 50
     page_max: int = 500
+    token_metadata_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ class Principal:
         return self.key_id or (self.conversation_id, self.name)
 
     @property
+    def is_token(self) -> bool:
+        """A browser token (scoped to one conversation), not an API key."""
+        return self.conversation_id is not None
+
+    @property
     def is_admin(self) -> bool:
         return self.team_id is None and self.conversation_id is None
 

@@ -101,7 +101,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "content": {"type": "string"},
             "content_type": enum_of(ContentType),
-            "filename": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024},
+            "filename": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
             "type": enum_of(MessageType),
             "status": enum_of(MessageStatus),
             "metadata": OBJECT,

@@ -28,7 +28,7 @@ from chatserver.services.conversations import ConversationService
 from chatserver.services.groupcommit import GroupCommitter
 from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
-from chatserver.validation import Fields
+from chatserver.validation import Fields, basename_problem
 from chatserver.webhooks import outbox
 from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
@@ -116,12 +116,16 @@ class MessageService:
         if isinstance(content, str) and len(content.encode()) > self.settings.max_content_bytes:
             fields.fail("content", f"must be at most {self.settings.max_content_bytes} bytes")
         content_type = fields.choice("content_type", ContentType, default=ContentType.TEXT)
-        filename = fields.string("filename", max_length=1024, min_length=1)
+        filename = fields.string("filename", min_length=1)
+        if isinstance(filename, str) and (problem := basename_problem(filename)):
+            fields.fail("filename", problem)
         if content_type in MEDIA_CONTENT_TYPES and not filename:
             fields.fail("filename", f"is required for content_type {content_type}")
         msg_type = fields.choice("type", MessageType, default=MessageType.USER_INPUT)
         status = fields.choice("status", MessageStatus, default=MessageStatus.RECEIVED)
         metadata = fields.obj("metadata", default={})
+        if principal.is_token:
+            self._check_token_fields(fields, msg_type, status, metadata)
         client_id = _client_id(fields, header_key)
         fields.raise_if_invalid()
         return NewMessage(
@@ -129,6 +133,21 @@ class MessageService:
             filename=filename, type=str(msg_type), status=str(status), metadata=metadata,
             client_id=client_id, created_by=principal.name,
         )
+
+    def _check_token_fields(
+        self, fields: Fields, msg_type: MessageType | None, status: MessageStatus | None,
+        metadata: Any,
+    ) -> None:
+        """Fields the server owns: a browser token posts what a person types, nothing more."""
+        if msg_type is not MessageType.USER_INPUT:
+            fields.fail("type", "a browser token may only post USER_INPUT")
+        if status is not MessageStatus.RECEIVED:
+            fields.fail("status", "a browser token may only post status RECEIVED")
+        allowed = self.settings.token_metadata_keys
+        for key in metadata if isinstance(metadata, dict) else ():
+            if key not in allowed:
+                fields.fail(f"metadata.{key}", "not settable by a browser token "
+                                               "(see [messages] token_metadata_keys)")
 
     async def post(self, principal: Principal, new: NewMessage) -> Posted:
         await self.teams.check(principal, new.conversation_id)
