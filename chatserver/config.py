@@ -122,6 +122,7 @@ class RealtimeSettings:
     token_ttl_default: int = 3600
     token_ttl_max: int = 86400
     allowed_origins: tuple[str, ...] = ()
+    read_frame_interval: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,11 @@ SOCKET_ROUTES = frozenset({"conversation_socket"})
 # page (chatserver/api/static.py).
 PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversation_socket",
                            "index", "static"})
-# The only routes a browser token (scoped to one conversation) may call.
-TOKEN_ROUTES = frozenset({"list_messages", "post_message"})
-ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+# The only routes a browser token (scoped to one conversation) may call (PATCH: an agent token,
+# on its own messages; the services check the rest).
+TOKEN_ROUTES = frozenset({"list_messages", "post_message", "update_message",
+                          "list_participants", "mark_read"})
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
 EXPOSE_HEADERS = "Link, Retry-After, X-Request-Id, Idempotent-Replayed"
 PREFLIGHT_MAX_AGE = "600"
@@ -177,7 +179,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if who is None:
         raise unauthorized("unknown or revoked API key, or a bad or expired token")
     if who.conversation_id is not None and route_name(request) not in TOKEN_ROUTES:
-        raise Problem(403, "a browser token may only read and post its conversation's messages")
+        raise Problem(403, "a browser token may only use its conversation's messages and "
+                                "participants")
     wait = request.app[RATE_LIMITER].take(who.rate_key)
     if wait:
         request.app[METRICS].rate_limited.labels("requests_per_key").inc()

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
+from chatserver.api import (
+    conversations,
+    health,
+    messages,
+    openapi,
+    participants,
+    tokens,
+    webhooks,
+    workflows,
+)
 from chatserver.api import metrics as metrics_api
 from chatserver.api.static import setup_static
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
@@ -14,6 +23,7 @@ from chatserver.realtime import ws
 
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
+PARTICIPANT = CONVERSATION + "/participants/{participant_id}"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
@@ -43,6 +53,10 @@ ROUTES = [
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
     ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("GET", CONVERSATION + "/participants", participants.list_participants, "list_participants"),
+    ("PUT", PARTICIPANT, participants.put_participant, "put_participant"),
+    ("DELETE", PARTICIPANT, participants.delete_participant, "delete_participant"),
+    ("POST", PARTICIPANT + "/read", participants.mark_read, "mark_read"),
     ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 

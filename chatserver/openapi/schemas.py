@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatserver.models import Channel, ContentType, MessageStatus, MessageType, Usecase
+from chatserver.models import (
+    AuthorKind,
+    Channel,
+    ContentType,
+    MessageStatus,
+    MessageType,
+    ParticipantKind,
+    ParticipantRole,
+    Usecase,
+)
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 OBJECT = {"type": "object"}
 POSITIVE_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+PARTICIPANT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,128}$"}
 
 
 def enum_of(enum: Any) -> dict[str, Any]:
@@ -92,6 +102,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "last_seq": {"type": "integer", "minimum": 0},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
+            "unread_count": {"type": "integer", "minimum": 0,
+                             "description": "Only with ?participant=: messages after its "
+                             "horizon."},
+            "last_read_seq": {"type": "integer", "minimum": 0,
+                              "description": "Only with ?participant=."},
+            "last_message": {"oneOf": [ref("Message"), {"type": "null"}],
+                             "description": "Only with ?participant=."},
         },
     },
     "MessageCreate": {
@@ -118,7 +135,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["id", "conversation_id", "seq", "client_id", "content", "content_type",
                      "filename", "type", "channel", "status", "metadata", "created_by",
-                     "created_at", "updated_at"],
+                     "author", "created_at", "updated_at"],
         "properties": {
             "id": HEX_ID,
             "conversation_id": HEX_ID,
@@ -132,9 +149,48 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "status": enum_of(MessageStatus),
             "metadata": OBJECT,
             "created_by": {"type": "string"},
+            "author": ref("Author"),
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         },
+    },
+    "Author": {
+        "type": "object",
+        "description": "Who wrote a message, decided by the server from the credential.",
+        "required": ["id", "kind", "name"],
+        "properties": {"id": {"type": "string"}, "kind": enum_of(AuthorKind),
+                       "name": {"type": "string"}},
+    },
+    "ParticipantPut": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "kind": enum_of(ParticipantKind),
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "role": enum_of(ParticipantRole),
+            "metadata": OBJECT,
+        },
+    },
+    "Participant": {
+        "type": "object",
+        "required": ["id", "kind", "name", "role", "metadata", "joined_at", "last_read_seq"],
+        "properties": {
+            "id": PARTICIPANT_ID,
+            "kind": enum_of(ParticipantKind),
+            "name": {"type": "string"},
+            "role": enum_of(ParticipantRole),
+            "metadata": OBJECT,
+            "joined_at": TIMESTAMP,
+            "last_read_seq": {"type": "integer", "minimum": 0},
+        },
+    },
+    "ReadMark": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["seq"],
+        "properties": {"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1,
+                               "description": "Every message up to this seq is read; a lower "
+                               "seq than the current horizon changes nothing."}},
     },
     "WorkflowConversationCreate": {
         "type": "object",
@@ -230,11 +286,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "TokenCreate": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["user"],
+        "description": "Give `participant` (or its older name `user`).",
         "properties": {
-            "user": {"type": "string", "minLength": 1, "maxLength": 200,
-                     "description": "Who the browser is: created_by of its messages, its "
-                     "presence identity."},
+            "participant": {**PARTICIPANT_ID, "description": "The participant the token "
+                            "writes as (created as a user member when missing, unless "
+                            "config.participants is \"closed\"); created_by of its messages."},
+            "user": {**PARTICIPANT_ID, "description": "The older name of `participant`."},
+            "kind": {"type": "string", "enum": ["user", "agent"], "default": "user",
+                     "description": "agent: posts AGENT_OUTPUT and may update its own "
+                     "messages."},
             "ttl": {"type": "integer", "minimum": 1, "maximum": 86400,
                     "description": "Seconds until it expires (at most [realtime] "
                     "token_ttl_max)."},

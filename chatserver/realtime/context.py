@@ -1,6 +1,6 @@
 """Wiring of the real-time parts of an instance, made and closed together: the bus, the hub (with
-its delivery meter), presence, the token signer, the message service that tells the hub of each
-commit, and the socket registry with its supervised credential re-check.
+its delivery meter), presence, the token signer, the message and participant services that tell
+the hub of each commit, and the socket registry with its supervised credential re-check.
 
 Hot paths pay one metrics call per message per instance (never per socket or per frame).
 """
@@ -22,6 +22,7 @@ from chatserver.appkeys import (
     HUB,
     MESSAGES,
     METRICS,
+    PARTICIPANTS,
     PRESENCE,
     SETTINGS,
     SOCKETS,
@@ -38,6 +39,7 @@ from chatserver.realtime.hub import Hub
 from chatserver.realtime.presence import MemoryPresence, Presence, RedisPresence
 from chatserver.server.supervisor import Supervisor
 from chatserver.services.messages import MessageService
+from chatserver.services.participants import ParticipantService
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
               flush_interval=settings.performance.fanout_flush_interval)
     app[HUB] = hub
     app[PRESENCE] = presence
+    app[PARTICIPANTS] = ParticipantService(pool, app[CONVERSATIONS], hub)
     app[MESSAGES] = MessageService(pool, app[CONVERSATIONS], settings.messages, hub,
                                    settings.performance)
     registry = SocketRegistry(settings.limits, metrics)

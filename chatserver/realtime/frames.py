@@ -22,6 +22,7 @@ class Kind(StrEnum):
     MESSAGE = "m"  # a new message: delivered in seq order, never dropped
     UPDATE = "u"  # a message changed: delivered after the message itself
     EPHEMERAL = "e"  # typing and presence: dropped first when a socket falls behind
+    READ = "r"  # a read horizon (seq): coalesced per participant, after the message it names
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ def message_frame(message: dict[str, Any]) -> bytes:
 
 def updated_frame(message: dict[str, Any]) -> bytes:
     return frame("message.updated", message=message)
+
+
+def participant_frame(kind: str, participant: dict[str, Any]) -> bytes:
+    """participant.joined or participant.left."""
+    return frame(kind, participant=participant)
+
+
+def read_frame(participant: str, seq: int) -> bytes:
+    return frame("read", participant=participant, seq=seq)
 
 
 _TEXT_FIN = 0x81

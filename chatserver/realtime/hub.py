@@ -19,12 +19,22 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import asyncpg
+import orjson
 
 from chatserver.bus import Bus
 from chatserver.config import RealtimeSettings
 from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.models import message_json
-from chatserver.realtime.frames import Envelope, Kind, Outgoing, message_frame, updated_frame
+from chatserver.realtime.frames import (
+    Envelope,
+    Kind,
+    Outgoing,
+    message_frame,
+    participant_frame,
+    read_frame,
+    updated_frame,
+)
+from chatserver.realtime.reads import ReadCoalescer
 from chatserver.realtime.sendqueue import Flusher
 from chatserver.server.supervisor import Supervisor
 from chatserver.services import history
@@ -53,9 +63,12 @@ class Room:
     """One conversation's local sockets and its delivery cursor."""
 
     def __init__(
-        self, conversation_id: uuid.UUID, on_message: DeliveryObserver | None = None
+        self, conversation_id: uuid.UUID, on_message: DeliveryObserver | None = None,
+        read_interval: float = 1.0,
     ) -> None:
         self.on_message = on_message  # metrics: (frame, sockets) once per message delivered
+        # A read frame, once coalesced, waits like an update for the message it names.
+        self.reads = ReadCoalescer(read_interval, self.update)
         self.id = conversation_id
         self.topic = conversation_id.hex
         self.members: set[Member] = set()
@@ -159,7 +172,8 @@ class Hub:
         """Add a socket to its room; the room's delivered seq (live frames above it follow)."""
         room = self.rooms.get(conversation_id)
         if room is None:
-            room = self.rooms[conversation_id] = Room(conversation_id, self.on_message)
+            room = self.rooms[conversation_id] = Room(conversation_id, self.on_message,
+                                                      self.settings.read_frame_interval)
             room.members.add(member)
             await self._open(room)
         else:
@@ -191,6 +205,7 @@ class Hub:
         room.members.discard(member)
         if not room.members and room.initialized.is_set():
             del self.rooms[conversation_id]
+            room.reads.close()
             if room.gap_timer is not None:
                 room.gap_timer.cancel()
             await self.bus.unsubscribe(room.topic)
@@ -207,6 +222,19 @@ class Hub:
 
     async def ephemeral(self, conversation_id: uuid.UUID, frame: bytes) -> None:
         await self._publish(conversation_id.hex, Kind.EPHEMERAL, 0, frame)
+
+    # --- the participants' port (ParticipantEvents), called after commit -------------------------
+
+    async def participant_joined(self, conversation_id: uuid.UUID, participant: dict[str, Any]
+                                 ) -> None:
+        await self.ephemeral(conversation_id, participant_frame("participant.joined", participant))
+
+    async def participant_left(self, conversation_id: uuid.UUID, participant: dict[str, Any]
+                               ) -> None:
+        await self.ephemeral(conversation_id, participant_frame("participant.left", participant))
+
+    async def read_marked(self, conversation_id: uuid.UUID, participant_id: str, seq: int) -> None:
+        await self._publish(conversation_id.hex, Kind.READ, seq, read_frame(participant_id, seq))
 
     async def _publish(self, topic: str, kind: Kind, seq: int, frame: bytes) -> None:
         # Local sockets first, so they get it even when the bus is down; then exactly one publish.
@@ -238,6 +266,8 @@ class Hub:
                 self._schedule_gap_fill(room)
         elif kind is Kind.UPDATE:
             room.update(seq, frame)
+        elif kind is Kind.READ:
+            room.reads.offer(orjson.loads(frame)["participant"], seq, frame)
         else:
             room.broadcast(kind, seq, frame)
 

@@ -22,14 +22,15 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import HUB, MESSAGES, METRICS, SETTINGS
+from chatserver.appkeys import HUB, MESSAGES, METRICS, PARTICIPANTS, SETTINGS
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
-from chatserver.problems import Problem, unavailable
+from chatserver.problems import Problem, ValidationProblem, unavailable
 from chatserver.realtime.frames import frame
 from chatserver.realtime.guard import FrameLimiter, RateLimited
 from chatserver.realtime.sendqueue import SocketSender
-from chatserver.validation import parse_json_object
+from chatserver.services.participants import Seat
+from chatserver.validation import parse_hex_id, parse_json_object
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ class Session:
     principal: Principal
     conversation_id: uuid.UUID
     since: int | None
+    seat: Seat | None = None  # the participant this socket writes as (None: an integration key)
+
+    @property
+    def user(self) -> str:
+        """The name presence and typing show: the participant's id, else the key's name."""
+        return self.seat.id if self.seat is not None else self.principal.name
 
 
 class FramePipeline:
@@ -112,15 +119,11 @@ async def handle_text(
         if wait:
             raise RateLimited(wait)
         kind = data.pop("type", None)
-        if kind == "message":
-            await post(app, sender, session, data)
-        elif kind == "typing":
-            await app[HUB].ephemeral(
-                session.conversation_id, frame("typing", user=session.principal.name)
-            )
-        else:
-            raise Problem(400, "type must be message or typing", code="unknown_type",
-                          invalid_params=[("type", "must be message or typing")])
+        handler = HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise Problem(400, f"type must be one of {FRAME_TYPES}", code="unknown_type",
+                          invalid_params=[("type", f"must be one of {FRAME_TYPES}")])
+        await handler(app, sender, session, data)
     except Problem as problem:
         sender.push(error_frame(problem, client_id))
     except UNAVAILABLE_ERRORS as exc:
@@ -133,15 +136,57 @@ async def post(
     app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
 ) -> None:
     service = app[MESSAGES]
-    new = service.validate_new(session.principal, session.conversation_id, body)
+    new = service.validate_new(session.principal, session.conversation_id, body,
+                               seat=session.seat, type_field="message_type")
     posted = await service.store(new)  # the socket's access was checked when it opened
     if posted.created:
         app[METRICS].messages_in.labels("ws").inc()
     sender.push(frame("ack", client_id=new.client_id, message=posted.message))
 
 
-ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
-               422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
+async def typing(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    if session.seat is not None and session.seat.observer:
+        raise ValidationProblem([("type", "an observer may not send typing")])
+    await app[HUB].ephemeral(session.conversation_id, frame("typing", user=session.user))
+
+
+async def read(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    """Move this participant's read horizon; the others learn of it from `read` frames."""
+    if session.seat is None:
+        raise ValidationProblem([("type", "only a participant has a read horizon")])
+    await app[PARTICIPANTS].mark_read(session.principal, session.conversation_id,
+                                      session.seat.id, body.get("seq"))
+
+
+async def update(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    """`message.update`: change a message's status/metadata as PATCH would; answered by an ack."""
+    client_id = body.pop("client_id", None)
+    message_id = body.pop("message_id", None)
+    if not isinstance(message_id, str):
+        raise ValidationProblem([("message_id", "is required (a 32-character hex id)")])
+    updated = await app[MESSAGES].update(session.principal, session.conversation_id,
+                                         parse_hex_id(message_id, "message_id"), body)
+    sender.push(frame("ack", client_id=client_id if isinstance(client_id, str) else None,
+                      message=updated))
+
+
+Handler = Callable[[web.Application, SocketSender, Session, dict[str, Any]],
+                   Coroutine[Any, Any, None]]
+HANDLERS: dict[str, Handler] = {
+    "message": post, "typing": typing, "read": read, "message.update": update,
+}
+FRAME_TYPES = ", ".join(HANDLERS)
+
+
+ERROR_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               409: "conflict", 413: "too_large", 422: "idempotency_conflict",
+               429: "rate_limited", 503: "unavailable"}
 
 
 def error_frame(problem: Problem, client_id: str | None) -> bytes:

@@ -24,6 +24,7 @@ from chatserver.appkeys import (
     CONVERSATIONS,
     DB_POOL,
     HUB,
+    PARTICIPANTS,
     PRESENCE,
     SETTINGS,
     SOCKETS,
@@ -103,7 +104,11 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
     since = parse_since(request)
     if since is not None and since > row["last_seq"]:
         raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
-    return Session(who, conversation_id, since), row["last_seq"]
+    try:
+        seat = await app[PARTICIPANTS].seat(who, conversation_id)
+    except Problem as problem:  # a token whose participant was removed
+        raise Refusal(CLOSE_UNAUTHORIZED, problem.detail or "participant removed") from None
+    return Session(who, conversation_id, since, seat), row["last_seq"]
 
 
 async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
@@ -125,7 +130,7 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
                           transport=request.transport,  # type: ignore[arg-type]
                           flusher=request.app[HUB].flusher)
-    admitted = OpenSocket(session.conversation_id, session.principal, sender)
+    admitted = OpenSocket(session.conversation_id, session.principal, sender, session.seat)
     refused = request.app[SOCKETS].admit(admitted)
     if refused is not None:
         await ws.close(code=refused[0], message=refused[1].encode())
@@ -163,10 +168,10 @@ async def serve(
         last = delivered if session.since is None else await replay(app, ws, session)
         await ws.send_frame(frame("ready", conversation_id=cid.hex, last_seq=last), WSMsgType.TEXT)
         sender.go_live(last)
-        await presence.add(cid, socket_id, session.principal.name)
+        await presence.add(cid, socket_id, session.user)
         present = True
         sender.push(frame("presence", members=await presence.members(cid)))
-        await hub.ephemeral(cid, frame("presence.join", user=session.principal.name))
+        await hub.ephemeral(cid, frame("presence.join", user=session.user))
         await receive(app, ws, sender, session)
     finally:
         if joined:
@@ -174,7 +179,7 @@ async def serve(
         await sender.stop()
         if present:
             await presence.remove(cid, socket_id)
-            await hub.ephemeral(cid, frame("presence.leave", user=session.principal.name))
+            await hub.ephemeral(cid, frame("presence.leave", user=session.user))
 
 
 async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:

@@ -91,7 +91,9 @@ async def test_token_reads_and_posts_its_messages_and_nothing_else(api: Api) -> 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "user"), ({"user": ""}, "user"), ({"user": 5}, "user"),
+    [({}, "participant"), ({"user": ""}, "user"), ({"user": 5}, "user"),
+     ({"participant": "a b"}, "participant"), ({"participant": "x" * 129}, "participant"),
+     ({"participant": "a", "user": "b"}, "user"), ({"participant": "a", "kind": "bot"}, "kind"),
      ({"user": "a", "ttl": 0}, "ttl"), ({"user": "a", "ttl": 10**9}, "ttl"),
      ({"user": "a", "ttl": "long"}, "ttl"), ({"user": "a", "scope": "all"}, "scope")],
 )
