@@ -129,7 +129,7 @@ class MessageService:
         status = fields.choice("status", MessageStatus, default=MessageStatus.RECEIVED)
         metadata = fields.obj("metadata", default={})
         if seat is not None and seat.observer:
-            fields.fail(type_field, "an observer may not send messages")
+            fields.fail("type", "an observer may not send messages")
         if principal.agent:
             if msg_type is MessageType.USER_INPUT:
                 fields.fail(type_field, "an agent may not post USER_INPUT")

@@ -52,7 +52,9 @@ WITH horizon AS (
 moved AS (
     UPDATE participants p SET last_read_seq = $3
     FROM horizon
-    WHERE p.conversation_id = $1 AND p.id = $2 AND $3 > horizon.before AND $3 <= horizon.last_seq
+    -- p.last_read_seq, not horizon.before: a concurrent mark that committed first is re-read
+    WHERE p.conversation_id = $1 AND p.id = $2 AND p.last_read_seq < $3
+      AND $3 <= horizon.last_seq
     RETURNING p.last_read_seq
 )
 SELECT horizon.before, horizon.last_seq, (SELECT last_read_seq FROM moved) AS moved FROM horizon
