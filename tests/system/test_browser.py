@@ -373,3 +373,40 @@ async def test_page_keeps_one_copy_of_each_seq_in_order(browser: Browser, rest: 
     }""")
     await tab.expect_texts(["one (edited)", "two", "three", "seven", "nine"])
     assert await tab.seqs() == [1, 2, 3, 7, 9]
+
+
+async def test_authors_kinds_and_seen_by(browser: Browser, rest: Rest) -> None:
+    """An agent's messages look different from a person's; "seen by" follows the others' reads."""
+    conversation_id = await rest.conversation()
+    await rest.call("PUT", f"/conversations/{conversation_id}/participants/helper",
+                    {"kind": "agent", "name": "Helper Bot"}, 201)
+    minted = await rest.call("POST", f"/conversations/{conversation_id}/tokens",
+                             {"participant": "helper", "kind": "agent"}, 201)
+    agent = Rest(rest.session, rest.base, minted["token"])
+    alice = await open_as(browser, rest, conversation_id, "alice")
+    await alice.send("hello, anyone?")
+    await alice.expect_texts(["hello, anyone?"])
+    await agent.post(conversation_id, "Hi alice, I am a bot.")
+    await alice.expect_texts(["hello, anyone?", "Hi alice, I am a bot."])
+    items = alice.page.locator("#messages > li")
+    await expect(items.nth(0)).to_have_attribute("data-author-kind", "user")
+    await expect(items.nth(1)).to_have_attribute("data-author-kind", "agent")
+    await expect(items.nth(1).locator(".author")).to_have_text("Helper Bot")
+    await expect(items.nth(1).locator(".badge.kind")).to_have_text("agent")
+    assert await items.nth(0).evaluate("li => getComputedStyle(li).backgroundColor") != (
+        await items.nth(1).evaluate("li => getComputedStyle(li).backgroundColor"))
+    # bob opens the page (and so reads everything): alice sees it under the last message.
+    bob = await open_as(browser, rest, conversation_id, "bob")
+    await bob.expect_texts(["hello, anyone?", "Hi alice, I am a bot."])
+    await expect(items.nth(1).locator(".seen")).to_have_text("seen by bob", timeout=WAIT_MS)
+    await expect(items.nth(0).locator(".seen")).to_have_count(0)
+    # A new message: bob's open page reads it, then the agent marks it read over REST.
+    await alice.send("great")
+    await expect(items.nth(2).locator(".seen")).to_have_text("seen by bob", timeout=WAIT_MS)
+    await expect(items.nth(1).locator(".seen")).to_have_count(0)
+    await agent.call("POST", f"/conversations/{conversation_id}/participants/helper/read",
+                     {"seq": 3})
+    await expect(items.nth(2).locator(".seen")).to_have_text("seen by bob, helper",
+                                                             timeout=WAIT_MS)
+    await alice.screenshot("authors-and-seen.png")
+    assert alice.errors == [] and bob.errors == []
