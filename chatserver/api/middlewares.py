@@ -60,10 +60,10 @@ log = logging.getLogger(__name__)
 
 SOCKET_ROUTES = frozenset({"conversation_socket"})
 # Route names that anyone may call. The websocket authenticates itself (it answers with close
-# codes, which browsers can read, instead of HTTP statuses). "index" and "static" are the browser
-# page (chatserver/api/static.py).
+# codes, which browsers can read, instead of HTTP statuses). "index", "docs" and "static" are the
+# browser pages (chatserver/api/static.py).
 PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversation_socket",
-                           "index", "static"})
+                           "index", "docs", "static"})
 # The only routes a browser token (scoped to one conversation) may call (PATCH: an agent token,
 # on its own messages; the services check the rest).
 TOKEN_ROUTES = frozenset({"list_messages", "post_message", "update_message",

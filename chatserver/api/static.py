@@ -1,4 +1,5 @@
-"""The browser chat page: `GET /` answers static/index.html, `/static/...` its files.
+"""The browser pages: `GET /` the chat page (static/index.html), `GET /docs` the API reference
+(static/docs.html: Redoc rendering /openapi.json), `/static/...` their files.
 
 These are not API routes: they are public, served at the root only (not under /api), and left out
 of the OpenAPI document, which describes the API. The page takes its conversation id and token
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 # The page ships inside the package (package data), so every install serves it.
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 INDEX_ROUTE = "index"
+DOCS_ROUTE = "docs"
 STATIC_ROUTE = "static"
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -31,6 +33,15 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
+}
+# Redoc styles its components inline and runs its search in a worker made from a blob: URL.
+DOCS_HEADERS = {
+    **PAGE_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; worker-src blob:; font-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
 }
 
 
@@ -49,5 +60,10 @@ def setup_static(app: web.Application) -> None:
     async def index_page(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(index, headers=PAGE_HEADERS)
 
+    async def docs_page(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(directory / "docs.html", headers=DOCS_HEADERS)
+
     app.router.add_get("/", index_page, name=INDEX_ROUTE)
+    if (directory / "docs.html").is_file():
+        app.router.add_get("/docs", docs_page, name=DOCS_ROUTE)
     app.router.add_static("/static", directory, name=STATIC_ROUTE, append_version=False)

@@ -114,7 +114,7 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
 async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS].realtime
     ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat, compress=settings.compress,
+        protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat or None, compress=settings.compress,
         max_msg_size=settings.max_frame_bytes, timeout=settings.close_timeout,
     )
     await ws.prepare(request)

@@ -67,7 +67,10 @@ async def test_an_installed_wheel_serves_the_page(tmp_path: Path) -> None:
             async with http.get(base + "/") as resp:
                 assert resp.status == 200
                 assert '<script type="module" src="/static/page.js">' in await resp.text()
-            for name in ("page.js", "chat.js", "chat.css"):
+            async with http.get(base + "/docs") as resp:
+                assert resp.status == 200  # the API reference page
+            for name in ("page.js", "chat.js", "chat.css", "docs.js",
+                         "vendor/redoc/redoc.standalone.js"):
                 async with http.get(f"{base}/static/{name}") as resp:
                     assert resp.status == 200, name
     finally:
