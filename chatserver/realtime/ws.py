@@ -42,6 +42,7 @@ from chatserver.realtime.guard import (
     socket_origin_allowed,
 )
 from chatserver.realtime.inbound import UNAVAILABLE_REASON, Session, close_for, receive
+from chatserver.realtime.presence import OBSERVER_PREFIX
 from chatserver.realtime.sendqueue import SocketSender
 from chatserver.services import history
 from chatserver.validation import parse_hex_id
@@ -158,7 +159,9 @@ async def serve(
 ) -> None:
     hub, presence = app[HUB], app[PRESENCE]
     cid = session.conversation_id
-    socket_id = uuid.uuid4().hex
+    observer = session.seat is not None and session.seat.observer
+    socket_id = (OBSERVER_PREFIX if observer else "") + uuid.uuid4().hex
+    seen = {"observer": True} if observer else {}
     joined = present = False
     try:
         delivered = await hub.join(cid, sender)
@@ -170,8 +173,9 @@ async def serve(
         sender.go_live(last)
         await presence.add(cid, socket_id, session.user)
         present = True
-        sender.push(frame("presence", members=await presence.members(cid)))
-        await hub.ephemeral(cid, frame("presence.join", user=session.user))
+        members, observers = await presence.roster(cid)
+        sender.push(frame("presence", members=members, observers=observers))
+        await hub.ephemeral(cid, frame("presence.join", user=session.user, **seen))
         await receive(app, ws, sender, session)
     finally:
         if joined:
@@ -179,7 +183,7 @@ async def serve(
         await sender.stop()
         if present:
             await presence.remove(cid, socket_id)
-            await hub.ephemeral(cid, frame("presence.leave", user=session.user))
+            await hub.ephemeral(cid, frame("presence.leave", user=session.user, **seen))
 
 
 async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:

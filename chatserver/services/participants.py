@@ -155,19 +155,19 @@ class ParticipantService:
         fields = Fields({"seq": seq})
         seq = fields.integer("seq", required=True, minimum=0)
         fields.raise_if_invalid()
-        await self.conversations.get_row(principal, conversation_id)
+        principal.check_conversation(conversation_id)
         async with self.pool.acquire() as conn:
-            result = await store.mark_read(conn, conversation_id, participant_id, seq)
-            if result is None:
-                raise not_found("participant")
-            if seq > result["last_seq"]:
-                raise ValidationProblem([("seq", f"is above the last seq ({result['last_seq']})")])
-            row = await store.get_participant(conn, conversation_id, participant_id)
+            row = await store.mark_read(conn, conversation_id, participant_id, seq,
+                                        principal.team_id)
         if row is None:
             raise not_found("participant")
-        if result["moved"] is not None:
-            await self.events.read_marked(conversation_id, participant_id, result["moved"])
-        return participant_json(row)
+        if seq > row["last_seq"]:
+            raise ValidationProblem([("seq", f"is above the last seq ({row['last_seq']})")])
+        participant = participant_json(row)
+        if row["moved"] is not None:
+            participant["last_read_seq"] = row["moved"]
+            await self.events.read_marked(conversation_id, participant_id, row["moved"])
+        return participant
 
     async def seat(self, principal: Principal, conversation_id: uuid.UUID) -> Seat | None:
         """The participant `principal` writes as here, or None for an API key that acts as no

@@ -236,11 +236,12 @@ export class ChatClient extends EventTarget {
         this.emitPresence();
         break;
       case "presence.join":
+        if (frame.observer) break; // observers are listed apart (the presence frame's observers)
         this.presence.set(frame.user, (this.presence.get(frame.user) ?? 0) + 1);
         this.emitPresence();
         break;
       case "presence.leave":
-        this.leave(frame.user);
+        if (!frame.observer) this.leave(frame.user);
         break;
       case "typing":
         if (frame.user !== this.user) this.emit("typing", { user: frame.user });

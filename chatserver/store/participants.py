@@ -41,23 +41,26 @@ UPDATE participants SET left_at = clock_timestamp()
 WHERE conversation_id = $1 AND id = $2 AND left_at IS NULL
 RETURNING {COLUMNS}
 """
-# Move a horizon forward: a lower seq changes nothing. `last_seq` is the conversation's, so the
-# caller can refuse a seq above it; no row: no such participant.
-MARK_READ = """
+# Move a horizon forward: a lower seq changes nothing. One statement: the participant (team-scoped
+# by $4, NULL for any), the conversation's last_seq (the caller refuses a seq above it), and
+# `moved`, the new horizon or NULL when it did not move. No row: no such current participant.
+MARK_READ = f"""
 WITH horizon AS (
-    SELECT p.last_read_seq AS before, c.last_seq
+    SELECT p.conversation_id, p.id, p.kind, p.name, p.role, p.metadata, p.joined_at,
+           p.last_read_seq, p.left_at, c.last_seq
     FROM participants p JOIN conversations c ON c.id = p.conversation_id
     WHERE p.conversation_id = $1 AND p.id = $2 AND p.left_at IS NULL
+      AND ($4::bigint IS NULL OR c.team_id = $4)
 ),
 moved AS (
     UPDATE participants p SET last_read_seq = $3
     FROM horizon
-    -- p.last_read_seq, not horizon.before: a concurrent mark that committed first is re-read
+    -- p.last_read_seq, not the CTE's: a concurrent mark that committed first is re-read
     WHERE p.conversation_id = $1 AND p.id = $2 AND p.last_read_seq < $3
       AND $3 <= horizon.last_seq
     RETURNING p.last_read_seq
 )
-SELECT horizon.before, horizon.last_seq, (SELECT last_read_seq FROM moved) AS moved FROM horizon
+SELECT horizon.*, (SELECT last_read_seq FROM moved) AS moved FROM horizon
 """
 # Posting moves the author's own horizon to the message (your own messages count as read).
 # Called in the posting transaction, after the insert locked the conversations.
@@ -138,10 +141,11 @@ async def remove_participant(
 
 
 async def mark_read(
-    conn: Any, conversation_id: uuid.UUID, participant_id: str, seq: int
+    conn: Any, conversation_id: uuid.UUID, participant_id: str, seq: int, team_id: int | None,
 ) -> asyncpg.Record | None:
-    """(before, last_seq, moved): moved is the new horizon, or None when it did not move."""
-    return await conn.fetchrow(MARK_READ, conversation_id, participant_id, seq)
+    """The participant as it was, the conversation's `last_seq`, and `moved` (the new horizon,
+    or None when it did not move)."""
+    return await conn.fetchrow(MARK_READ, conversation_id, participant_id, seq, team_id)
 
 
 async def advance_own_horizons(conn: Any, rows: list[Any]) -> None:

@@ -63,7 +63,14 @@ async def test_observers_read_but_may_not_send_or_type(api: Api) -> None:
     assert (await frame_of(olga, "message"))["message"]["content"] == "she still reads"
     browser = Api(api.client, await mint(api, cid, "olga"))
     await browser.call("POST", f"/conversations/{cid}/messages", {"content": "x"}, expect=400)
+    # Presence lists observers apart.
+    alice = await token_socket(api, cid, "alice")
+    presence = await frame_of(alice, "presence")
+    assert (presence["members"], presence["observers"]) == (["alice"], ["olga"])
     await olga.close()
+    left = await frame_of(alice, "presence.leave")
+    assert left == {"type": "presence.leave", "user": "olga", "observer": True}
+    await alice.close()
 
 
 async def test_agent_and_user_token_permissions(api: Api) -> None:
