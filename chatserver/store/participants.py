@@ -96,8 +96,10 @@ WITH mine AS (
            coalesce(m.created_at, c.created_at) AS activity_at
     FROM participants p
     JOIN conversations c ON c.id = p.conversation_id
+    -- LIMIT 1 keeps this a probe per conversation: without it the planner may flatten the
+    -- lateral into a hash join over every message (it did at 10,000 conversations).
     LEFT JOIN LATERAL (
-        SELECT * FROM messages WHERE conversation_id = c.id AND seq = c.last_seq
+        SELECT * FROM messages WHERE conversation_id = c.id AND seq = c.last_seq LIMIT 1
     ) m ON c.last_seq > 0
     WHERE p.id = $1 AND p.left_at IS NULL AND ($2::bigint IS NULL OR c.team_id = $2)
 )
