@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bench import profile, servers
+from bench import order, profile, servers
 from bench.scenarios import FULL, QUICK, Scenario, scenarios
 from bench.stats import rss_bytes, tree_cpu_seconds
 
@@ -115,8 +115,8 @@ class Measurement:
 
 def run_generator(spec: dict[str, Any], core: str | None, measurement: Measurement,
                   budget: float) -> None:
-    argv = servers.pinned(core, [sys.executable, "-m", "bench.loadgen",
-                                 orjson.dumps(spec).decode()])
+    module = measurement.scenario.generator
+    argv = servers.pinned(core, [sys.executable, "-m", module, orjson.dumps(spec).decode()])
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             preexec_fn=servers._raise_nofile)
     watchdog = threading.Timer(budget, proc.kill)
@@ -161,6 +161,8 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
         spec = {"client": args.client, "uvloop": not args.no_gen_uvloop, **scenario.spec,
                 "targets": side.targets, "rooms": rooms, "protocol": side.protocol,
                 "token": side.token, "webhook_port": hook_port}
+        if scenario.tenants:
+            spec["tenants"] = servers.create_tenants(shared, side, scenario.tenants)
         profile_dir = Path(args.profile) if args.profile else None
         measurement = Measurement(side, scenario, profile_dir, args.gen_core)
         time.sleep(SETTLE)
@@ -168,6 +170,8 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
         run_generator(spec, args.gen_core, measurement, _budget(scenario))
         for summary in measurement.profiles():
             print(summary, flush=True)
+        if scenario.check_order and name == "ours":
+            measurement.figures.update(order.check(side, rooms))
         return measurement.derive()
     finally:
         side.close()
@@ -287,3 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"machine": machine(), "results": results},
                                                  option=orjson.OPT_INDENT_2))
+    inverted = {sc: f["inversions"] for sc, per in results.items() for f in per.values()
+                if f.get("inversions")}
+    if inverted:
+        sys.exit(f"per-sender order broken (messages stored after one sent later): {inverted}")

@@ -24,6 +24,30 @@ MSGS_CPU = ("messages per server CPU-s", "messages_per_cpu_s", UP)
 HOOKS = ("webhooks received/s", "webhooks_per_s", UP)
 HOOK_P50 = ("webhook p50 ms (publish -> received)", "webhook_p50_ms", DOWN)
 HOOK_P99 = ("webhook p99 ms", "webhook_p99_ms", DOWN)
+INVERSIONS = ("messages stored after one sent later (must be 0)", "inversions", DOWN)
+LATE = ("most places late", "most_places_late", DOWN)
+ISOLATION = (("quiet tenant REST p50 ms, baseline", "baseline_p50_ms", DOWN),
+             ("quiet tenant REST p99 ms, baseline", "baseline_p99_ms", DOWN),
+             ("quiet tenant REST p50 ms, other tenant flooding", "flood_p50_ms", DOWN),
+             ("quiet tenant REST p99 ms, other tenant flooding", "flood_p99_ms", DOWN),
+             ("p99 flooding / baseline (target <= 2)", "p99_ratio", DOWN),
+             ("quiet tenant calls failed", "victim_failed", DOWN),
+             ("flood: pings sent", "flood_sent_pings", UP),
+             ("flood: ping sockets closed 1008", "flood_closes_pings_1008", UP),
+             ("flood: message frames sent", "flood_sent_frames", UP),
+             ("flood: frame sockets closed 1008", "flood_closes_frames_1008", UP),
+             ("flood: bad-key REST calls answered 401", "flood_statuses_bad_keys_401", DOWN),
+             ("flood: bad-key REST calls answered 429", "flood_statuses_bad_keys_429", UP),
+             ("flood: bad-key sockets closed 4401", "flood_closes_bad_key_sockets_4401", DOWN),
+             ("flood: bad-key sockets closed 4429", "flood_closes_bad_key_sockets_4429", UP))
+# The limits our other scenarios turn off, back at their defaults.
+DEFAULT_LIMITS = {"CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "100",
+                  "CHATSERVER_LIMITS_SOCKET_FRAMES_PER_SECOND": "20",
+                  "CHATSERVER_LIMITS_MAX_SOCKETS_PER_INSTANCE": "10000"}
+# Loops of each flood of bench/flood.py. Hook: the webhook dispatcher's part of issue 14.3 adds a
+# slow-endpoint flood there and names it here; bench/isolation.py then also reports the quiet
+# tenant's webhook latency.
+FLOODS = {"pings": 4, "frames": 4, "bad_keys": 8, "bad_key_sockets": 4}
 
 
 @dataclass(frozen=True)
@@ -54,7 +78,10 @@ class Scenario:
     idle: bool = False
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
     webhooks: bool = False  # rooms get a callback_url served by the generator
+    check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
+    generator: str = "bench.loadgen"  # the module the runner starts as the load generator
+    tenants: int = 0  # teams given a key and a conversation each (spec["tenants"])
 
 
 def _idle_metrics(steps: tuple[int, ...]) -> tuple[tuple[str, str, str], ...]:
@@ -86,6 +113,12 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  ours_env={"CHATSERVER_REALTIME_COMPRESS": "true"}),
         Scenario("2", f"fan-out: 1 room x {room}, publisher as fast as possible", 1,
                  {"per_room": room, "window": 20, "publishers": 8, **timing}, fan),
+        Scenario("2o", f"per-sender order: 1 room x {room}, one publisher socket pipelining "
+                 "64 sends, Redis; history checked", 1,
+                 {"per_room": room, "window": 64, "publishers": 1, "via": "ws", **timing},
+                 (MSGS, INVERSIONS, LATE, FANOUT, CPU, LOST), servers=("ours",),
+                 check_order=True,  # the publisher is a socket beyond the room's subscribers
+                 ours_env={"CHATSERVER_LIMITS_MAX_SOCKETS_PER_CONVERSATION": str(room + 1)}),
         Scenario("3", f"fixed rate: 50 msg/s into 1 room x {room}", 1,
                  {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST)),
         Scenario("4", f"many rooms: {sizes.rooms} x 2, publishers spread", sizes.rooms,
@@ -110,4 +143,9 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  sizes.write_rooms, {"per_room": 0, "publishers": 32, "window": 8, "via": "ws",
                                      **timing},
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
+        Scenario("7i", "isolation: a quiet tenant's REST p99 while another tenant floods "
+                 "(pings, message frames, random keys over REST and websockets)", 0,
+                 {"duration": d, "victim_rate": 40.0, "ramp": 1.0, "floods": FLOODS},
+                 (*ISOLATION, CPU), servers=("ours",), ours_env=DEFAULT_LIMITS,
+                 generator="bench.isolation", tenants=2),
     ]

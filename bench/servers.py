@@ -8,6 +8,7 @@ CPU (all of them, Postgres and Redis included) and which for RSS (the server pro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import resource
 import shutil
@@ -221,11 +222,26 @@ def _ours_env(shared: Shared, redis: bool, extra: dict[str, str]) -> dict[str, s
 
 def _ours_key(shared: Shared, env: dict[str, str]) -> str:
     if shared.key is None:
-        out = subprocess.run(_chatserver("keys", "create", "--name", "bench"), env={
-            **os.environ, **env}, capture_output=True, check=True, timeout=START_TIMEOUT,
-            cwd=shared.ours_src)
-        shared.key = out.stdout.decode().strip().splitlines()[-1]
+        shared.key = _create_key(shared, env, "bench")
     return shared.key
+
+
+def _create_key(shared: Shared, env: dict[str, str], name: str, *team: str) -> str:
+    argv = _chatserver("keys", "create", "--name", name, *(("--team", *team) if team else ()))
+    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=True,
+                         timeout=START_TIMEOUT, cwd=shared.ours_src)
+    return out.stdout.decode().strip().splitlines()[-1]
+
+
+def create_tenants(shared: Shared, side: ServerSide, count: int) -> list[dict[str, str]]:
+    """Teams 1..count of our server, each with a fresh key and one conversation of its own."""
+    env = _ours_env(shared, False, {})
+    tenants = []
+    for team in range(1, count + 1):
+        key = _create_key(shared, env, f"tenant-{team}", str(team))
+        room = create_conversations(dataclasses.replace(side, token=key), 1)[0]
+        tenants.append({"key": key, "room": room})
+    return tenants
 
 
 def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = None,

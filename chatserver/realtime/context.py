@@ -24,6 +24,7 @@ from chatserver.appkeys import (
     METRICS,
     PARTICIPANTS,
     PRESENCE,
+    SECRET_BOX,
     SETTINGS,
     SOCKETS,
     SUPERVISOR,
@@ -58,7 +59,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
         RedisPresence(bus.client, options.presence_ttl) if isinstance(bus, RedisBus)
         else MemoryPresence()
     )
-    app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret))
+    app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret, app[SECRET_BOX]))
     hub = Hub(pool, bus, options, supervisor, on_message=DeliveryMeter(metrics),
               flush_interval=settings.performance.fanout_flush_interval)
     app[HUB] = hub

@@ -7,10 +7,13 @@ at once, and a busy one commits many per transaction: per batch, ONE statement t
 already stored client_ids and inserts every other message with its seq (any mix of
 conversations), one for the webhook outbox rows, and BEGIN/COMMIT.
 
-Seqs follow submission order, also across batches: a batch numbers its messages (the insert) only
-after the batch formed before it has, so two posts submitted one after the other into the same
-conversation (e.g. a websocket's pipelined sends) get increasing seqs even when their batches are
-committed concurrently.
+Seqs follow submission order, also across batches, by construction: when a batch forms it takes
+its turn in each of its conversations (`Lanes`), and it numbers its messages (the insert) only once
+every earlier batch with one of those conversations is finished: committed, or failed and retried
+to the end. So two posts submitted one after the other into the same conversation (e.g. a
+websocket's pipelined sends) get increasing seqs whatever happens to the earlier one's batch, while
+batches of other conversations commit concurrently. A batch waits for its turn inside its
+transaction, so its BEGIN overlaps the commit before it.
 
 A batch that fails (e.g. a client_id committed meanwhile by another batch) is retried one message
 per transaction, so one bad message never fails the others.
@@ -62,8 +65,7 @@ class GroupCommitter:
         self.in_flight = in_flight
         self._waiting: list[_Post] = []
         self._running = 0
-        # Resolved once the latest batch formed has numbered its messages (or given up).
-        self._numbered: asyncio.Future[None] | None = None
+        self._lanes = Lanes()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, new: NewMessage) -> Stored:
@@ -84,18 +86,18 @@ class GroupCommitter:
         # Started from submit: this first step runs one iteration later, so posts that arrive
         # in the same iteration (e.g. frames read from one socket buffer) join the batch.
         batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-        turn = Turn(self._numbered, asyncio.get_running_loop().create_future())
-        self._numbered = turn.mine
+        # An empty batch (its posts were taken by a task started just before) takes no turn.
+        turn = self._lanes.join({p.new.conversation_id for p in batch}) if batch else None
         try:
-            await self._commit_batch(batch, turn)
+            if turn is not None:
+                await self._commit_batch(batch, turn)
         finally:
-            turn.done()
+            if turn is not None:
+                turn.done()
             self._running -= 1
             self._maybe_start()
 
     async def _commit_batch(self, batch: list[_Post], turn: Turn) -> None:
-        if not batch:
-            return
         try:
             async with self.pool.acquire() as conn:
                 try:
@@ -119,18 +121,49 @@ class GroupCommitter:
 
 @dataclass
 class Turn:
-    """A batch's place in the numbering order: wait for the batch before, then let the next go."""
+    """A batch's place in its conversations' order: wait for the batches before, then let the
+    next go. `mine` resolves only after `before` did, so the order holds even when a batch ends
+    early (a connection that could not be had) while an earlier one is still running."""
 
-    before: asyncio.Future[None] | None
+    before: list[asyncio.Future[None]]
     mine: asyncio.Future[None]
 
     async def wait(self) -> None:
-        if self.before is not None:
-            await asyncio.shield(self.before)  # resolved by that batch's own task, whatever happens
+        if self.before:
+            # Resolved by those batches' own tasks, whatever happens to this one.
+            await asyncio.shield(asyncio.gather(*self.before))
 
     def done(self) -> None:
+        pending = [f for f in self.before if not f.done()]
+        if pending:
+            asyncio.gather(*pending).add_done_callback(lambda _: self._resolve())
+        else:
+            self._resolve()
+
+    def _resolve(self) -> None:
         if not self.mine.done():
             self.mine.set_result(None)
+
+
+class Lanes:
+    """Per conversation, the turn of the latest batch formed there (until it is done)."""
+
+    def __init__(self) -> None:
+        self._last: dict[uuid.UUID, asyncio.Future[None]] = {}
+
+    def join(self, conversations: set[uuid.UUID]) -> Turn:
+        """The turn of a batch formed now, after every unfinished batch of `conversations`."""
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        before = {id(f): f for c in conversations if (f := self._last.get(c)) is not None}
+        for conversation in conversations:
+            self._last[conversation] = mine
+        mine.add_done_callback(lambda _: self._forget(conversations, mine))
+        return Turn(list(before.values()), mine)
+
+    def _forget(self, conversations: set[uuid.UUID], turn: asyncio.Future[None]) -> None:
+        for conversation in conversations:
+            if self._last.get(conversation) is turn:
+                del self._last[conversation]
 
 
 async def _commit(conn: Any, batch: list[_Post], turn: Turn) -> list[Stored]:
@@ -139,7 +172,6 @@ async def _commit(conn: Any, batch: list[_Post], turn: Turn) -> list[Stored]:
     async with conn.transaction():
         await turn.wait()
         returned = await store.insert_messages(conn, [p.new for p in unique])
-        turn.done()
         # Sorted by seq: the outbox keeps each conversation's order.
         rows = sorted((r for r in returned if r["created"]), key=lambda r: r["seq"])
         await outbox.enqueue_message_events(conn, MESSAGE_CREATED, rows)

@@ -44,7 +44,7 @@ RETURNING {COLUMNS}
 # Move a horizon forward: a lower seq changes nothing. One statement: the participant (team-scoped
 # by $4, NULL for any), the conversation's last_seq (the caller refuses a seq above it), and
 # `moved`, the new horizon or NULL when it did not move. No row: no such current participant.
-MARK_READ = f"""
+MARK_READ = """
 WITH horizon AS (
     SELECT p.conversation_id, p.id, p.kind, p.name, p.role, p.metadata, p.joined_at,
            p.last_read_seq, p.left_at, c.last_seq

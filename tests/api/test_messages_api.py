@@ -39,6 +39,19 @@ async def test_concurrent_posts_get_unique_gap_free_seqs(api: Api) -> None:
     assert [m["seq"] for m in listed] == list(range(60, 0, -1))
 
 
+async def test_a_client_posting_one_after_another_gets_increasing_seqs(api: Api) -> None:
+    conversation_id = await api.create_conversation()
+
+    async def sequential(client: int) -> list[int]:
+        # Each post waits for the answer to the one before: a sequential client.
+        return [(await api.post_message(conversation_id, f"{client}-{k}"))["seq"]
+                for k in range(15)]
+
+    # Several such clients at once keep group-commit batches overlapping.
+    for seqs in await asyncio.gather(*(sequential(c) for c in range(6))):
+        assert seqs == sorted(seqs)
+
+
 async def test_media_needs_filename(api: Api) -> None:
     conversation_id = await api.create_conversation()
     path = f"/conversations/{conversation_id}/messages"

@@ -118,3 +118,85 @@ async def test_concurrent_batches_keep_seqs_gap_free_in_submission_order(
         mine = [r.row for r in results if r.row["conversation_id"] == cid]
         assert [m["seq"] for m in mine] == list(range(1, len(mine) + 1))
         assert [m["content"] for m in mine] == [n.content for n in news if n.conversation_id == cid]
+
+
+async def parked_in_transaction(db: asyncpg.Connection, holder: asyncpg.Connection) -> bool:
+    """Whether a pool connection (not `holder`) has begun a transaction and waits in it."""
+    return bool(await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> $1 AND state = 'idle in transaction'", holder.get_server_pid()))
+
+
+async def test_a_later_batch_never_numbers_before_an_earlier_one_that_waits(
+    pool: asyncpg.Pool, db: asyncpg.Connection, database_url: str
+) -> None:
+    # Two conversations, `other` first in id order: a batch locks conversations in id order, so a
+    # batch holding a message for both waits on `other` before it touches `room`.
+    other, room = sorted([await new_conversation(db), await new_conversation(db)])
+    committer = GroupCommitter(pool, max_batch=16, in_flight=3)
+    holder = await asyncpg.connect(database_url)
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", other)
+        # Submitted in one iteration: they form one batch (the second task started finds none).
+        first = asyncio.gather(committer.submit(message(room, "first")),
+                               committer.submit(message(other, "elsewhere")))
+        while not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "datname = current_database() AND wait_event_type = 'Lock'"):
+            await asyncio.sleep(0.01)  # until that batch waits for `other`
+        later = asyncio.ensure_future(committer.submit(message(room, "later")))
+        # The later batch either stores its message at once (the race) or waits for its turn
+        # inside its transaction; only then is `other` released.
+        while not later.done() and not await parked_in_transaction(db, holder):
+            await asyncio.sleep(0.01)
+        await lock.rollback()
+        stored = [*await asyncio.wait_for(first, WAIT), await asyncio.wait_for(later, WAIT)]
+    finally:
+        await holder.close()
+    seqs = {s.row["content"]: s.row["seq"] for s in stored if s.row["conversation_id"] == room}
+    assert seqs == {"first": 1, "later": 2}
+
+
+FAIL_AT_COMMIT = """
+CREATE FUNCTION fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(14);  -- held by the test until the later batch is under way
+    RAISE EXCEPTION 'refused at commit';
+END $$;
+CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON messages
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.content = 'refused at commit') EXECUTE FUNCTION fail_at_commit();
+"""
+
+
+async def test_a_batch_retried_after_a_failed_commit_keeps_its_place(
+    pool: asyncpg.Pool, db: asyncpg.Connection, database_url: str
+) -> None:
+    room = await new_conversation(db)
+    await db.execute(FAIL_AT_COMMIT)
+    committer = GroupCommitter(pool, max_batch=16, in_flight=2)
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock(14)")
+        # One batch that numbers both messages, then fails at COMMIT and is retried one by one.
+        first = asyncio.gather(committer.submit(message(room, "first")),
+                               committer.submit(message(room, "refused at commit")),
+                               return_exceptions=True)
+        while not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "datname = current_database() AND wait_event_type = 'Lock'"):
+            await asyncio.sleep(0.01)  # until its commit waits for the advisory lock
+        later = asyncio.ensure_future(committer.submit(message(room, "later")))
+        # The later batch waits either on the room's row lock (then takes the seqs the failed
+        # commit gives back) or for its turn inside its transaction.
+        while (await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE "
+                                 "datname = current_database() AND wait_event_type = 'Lock'") < 2
+               and not await parked_in_transaction(db, holder)):
+            await asyncio.sleep(0.01)
+        await holder.execute("SELECT pg_advisory_unlock(14)")
+        ok, refused = await asyncio.wait_for(first, WAIT)
+        stored_later = await asyncio.wait_for(later, WAIT)
+    finally:
+        await holder.close()
+    assert isinstance(refused, asyncpg.RaiseError)
+    assert [ok.row["seq"], stored_later.row["seq"]] == [1, 2]
