@@ -110,7 +110,9 @@ async def read_frames(settings: Settings, key: str) -> list[str]:
     await server.start_server()
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as http:
+        # No connection limit: each socket holds one (aiohttp's default limit is 100).
+        async with aiohttp.ClientSession(base_url=str(server.make_url("")),
+                                         connector=aiohttp.TCPConnector(limit=0)) as http:
             async def call(method: str, path: str, body: Any = None) -> Any:
                 async with http.request(method, path, json=body, headers=headers) as resp:
                     assert resp.status < 300, (resp.status, await resp.text())
