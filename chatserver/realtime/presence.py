@@ -2,10 +2,12 @@
 
 Each socket is one entry `<socket id>:<user>`; an observer's socket id starts with
 `OBSERVER_PREFIX` (a socket id is otherwise hex), so observers are listed apart. In memory for a
-single instance; with Redis, a sorted set per conversation scored by expiry time, refreshed by
-the owning instance every `ttl / 3` seconds (the supervised task `presence-refresh`, not required
-for readiness), so the sockets of an instance that died drop out after `ttl`. Join and leave
-events travel as ephemeral frames through the hub; this module only answers "who is here".
+single instance; with Redis, a sorted set per conversation (its key hash-tagged with the
+conversation, so on a Redis Cluster it sits on the primary that carries the conversation's
+channel; every command names one key) scored by expiry time, refreshed by the owning instance
+every `ttl / 3` seconds (the supervised task `presence-refresh`, not required for readiness), so
+the sockets of an instance that died drop out after `ttl`. Join and leave events travel as
+ephemeral frames through the hub; this module only answers "who is here".
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from chatserver.server.supervisor import Supervisor
@@ -92,7 +95,7 @@ class MemoryPresence(LocalEntries):
 
 
 class RedisPresence(LocalEntries):
-    def __init__(self, client: Redis, ttl: float) -> None:
+    def __init__(self, client: Redis | RedisCluster, ttl: float) -> None:
         super().__init__()
         self.client = client
         self.ttl = ttl
@@ -154,4 +157,4 @@ def _split(entry: str) -> tuple[str, str]:
 
 
 def _key(conversation_id: uuid.UUID) -> str:
-    return KEY_PREFIX + conversation_id.hex
+    return f"{KEY_PREFIX}{{{conversation_id.hex}}}"
