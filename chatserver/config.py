@@ -116,6 +116,7 @@ class WebhookSettings:
 @dataclass(frozen=True)
 class RealtimeSettings:
     send_queue_size: int = 1000
+    send_queue_bytes: int = 1_048_576
     heartbeat: float = 30.0
     max_frame_bytes: int = 1_048_576
     compress: bool = False
@@ -146,6 +147,7 @@ class PerformanceSettings:
     unknown_key_cache_size: int = 10_000
     fanout_flush_interval: float = 0.002
     uvloop: bool = True
+    memory_trim_interval: float = 10.0
 
 
 @dataclass(frozen=True)

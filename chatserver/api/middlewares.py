@@ -57,6 +57,7 @@ from chatserver.problems import (
     unauthorized,
     unavailable,
 )
+from chatserver.server.logs import printable
 from chatserver.validation import read_json_object
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(from_http_exception(exc), request_id)
     except Exception:
         log.exception("unhandled error, request_id=%s %s %s", request_id, request.method,
-                      request.rel_url.path)
+                      printable(request.rel_url.path))
         return problem_response(Problem(500, "internal error; quote the request_id"), request_id)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
@@ -167,7 +168,8 @@ async def outage_middleware(request: web.Request, handler: Handler) -> web.Strea
             problem.headers.setdefault("Retry-After", str(retry_after))
         raise
     except UNAVAILABLE_ERRORS as exc:
-        log.warning("database unavailable: %s %s: %r", request.method, request.rel_url.path, exc)
+        log.warning("database unavailable: %s %s: %r", request.method,
+                    printable(request.rel_url.path), exc)
         raise unavailable(retry_after) from exc
 
 

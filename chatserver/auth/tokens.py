@@ -78,7 +78,13 @@ class TokenSigner:
 async def authenticate(
     pool: asyncpg.Pool, signer: TokenSigner, credential: str, keys: KeyCache | None = None,
 ) -> Principal | None:
-    """An API key's or a browser token's principal; None when neither checks out."""
+    """An API key's or a browser token's principal; None when neither checks out.
+
+    Keys and tokens are ASCII: anything else (a header's bytes that were not UTF-8 arrive as lone
+    surrogates, which Postgres cannot take) is refused before any lookup.
+    """
+    if not credential.isascii():
+        return None
     if credential.startswith(KEY_SCHEME):
         if keys is not None:
             return await keys.principal(pool, credential)

@@ -50,7 +50,7 @@ from chatserver.realtime.inbound import UNAVAILABLE_REASON, Session, close_for, 
 from chatserver.realtime.presence import OBSERVER_PREFIX
 from chatserver.realtime.sendqueue import SocketSender
 from chatserver.services import history
-from chatserver.validation import parse_hex_id
+from chatserver.validation import BIGINT_MAX, DECIMAL_ID, parse_hex_id
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def parse_since(request: web.Request) -> int | None:
     text = request.query.get("since")
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 18:
+    # ASCII digits only: str.isdigit() also takes "²" and "①", which int() then refuses.
+    if DECIMAL_ID.fullmatch(text) is None or int(text) > BIGINT_MAX:
         raise Refusal(CLOSE_BAD_REQUEST, "since must be a non-negative integer")
     return int(text)
 
@@ -143,6 +144,7 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         await close_quietly(ws, WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON, settings)
         return ws
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
+                          byte_limit=settings.send_queue_bytes,
                           transport=request.transport,  # type: ignore[arg-type]
                           flusher=request.app[HUB].flusher)
     admitted = OpenSocket(session.conversation_id, session.principal, sender, session.seat)

@@ -29,7 +29,7 @@ from chatserver.services.groupcommit import GroupCommitter
 from chatserver.services.participants import Seat, author_for
 from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
-from chatserver.validation import Fields, basename_problem
+from chatserver.validation import Fields, basename_problem, is_utf8
 from chatserver.webhooks import outbox
 from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
@@ -58,6 +58,8 @@ def _client_id(fields: Fields, header_key: str | None) -> str | None:
     if header_key is not None:
         if len(header_key) > CLIENT_ID_MAX or not header_key:
             fields.fail("Idempotency-Key", f"must be 1 to {CLIENT_ID_MAX} characters")
+        elif not is_utf8(header_key):
+            fields.fail("Idempotency-Key", "must be UTF-8 text")
         elif client_id is not None and client_id != header_key:
             fields.fail("client_id", "differs from the Idempotency-Key header")
         client_id = client_id or header_key
