@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from chatserver.server.supervisor import Supervisor
     from chatserver.services.conversations import ConversationService
     from chatserver.services.messages import MessageService
+    from chatserver.services.participants import ParticipantService
     from chatserver.services.streams import StreamService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
@@ -36,6 +37,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool")
 CONVERSATIONS: web.AppKey[ConversationService] = web.AppKey("conversations")
 MESSAGES: web.AppKey[MessageService] = web.AppKey("messages")
+PARTICIPANTS: web.AppKey[ParticipantService] = web.AppKey("participants")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 RATE_LIMITER: web.AppKey[KeyedLimiter] = web.AppKey("rate_limiter")

@@ -78,6 +78,7 @@ class MessageSettings:
     max_content_bytes: int = 65_536
     page_default: int = 50
     page_max: int = 500
+    token_metadata_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class RealtimeSettings:
     token_ttl_default: int = 3600
     token_ttl_max: int = 86400
     allowed_origins: tuple[str, ...] = ()
+    read_frame_interval: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,27 @@ class StreamState(StrEnum):
     ABORTED = "aborted"  # given up by its author, or by the server when idle
 
 
+class ParticipantKind(StrEnum):
+    USER = "user"  # a person
+    AGENT = "agent"  # an AI agent or workflow answering
+    OPERATOR = "operator"  # a person working for the service (watching, taking over)
+
+
+class ParticipantRole(StrEnum):
+    MEMBER = "member"  # reads and writes
+    OBSERVER = "observer"  # reads only: no messages, no typing
+
+
+class AuthorKind(StrEnum):
+    """A message's `author.kind`: a participant's kind, or who else wrote it."""
+
+    USER = "user"
+    AGENT = "agent"
+    OPERATOR = "operator"
+    INTEGRATION = "integration"  # an API key that acts as no participant
+    SYSTEM = "system"  # a SYSTEM message
+
+
 def iso(ts: datetime) -> str:
     """ISO 8601 in UTC with a Z, as every API timestamp is rendered (asyncpg's are UTC already)."""
     if ts.tzinfo is not UTC:
@@ -88,6 +109,7 @@ def message_json(row: Any) -> dict[str, Any]:
         "status": row["status"],
         "metadata": row["metadata"],
         "created_by": row["created_by"],
+        "author": author_json(row),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
@@ -101,3 +123,24 @@ def stream_json(row: Any) -> dict[str, Any]:
     if row["stream_reason"] is not None:
         stream["reason"] = row["stream_reason"]
     return stream
+
+
+def author_json(row: Any) -> dict[str, Any]:
+    """Who wrote a message. Messages stored before authors were recorded are rendered from
+    created_by: kind "system" for SYSTEM messages, else "integration"."""
+    if row["author_kind"] is None:
+        kind = AuthorKind.SYSTEM if row["type"] == MessageType.SYSTEM else AuthorKind.INTEGRATION
+        return {"id": row["created_by"], "kind": str(kind), "name": row["created_by"]}
+    return {"id": row["author_id"], "kind": row["author_kind"], "name": row["author_name"]}
+
+
+def participant_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "role": row["role"],
+        "metadata": row["metadata"],
+        "joined_at": iso(row["joined_at"]),
+        "last_read_seq": row["last_read_seq"],
+    }

@@ -31,6 +31,10 @@ QUERY_INTEGER = re.compile(r"-?[0-9]+")
 _LONG_DIGITS = re.compile(r"[0-9]{19}")
 _LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
 
+FILENAME_MAX_BYTES = 255
+# C0 and C1 control characters and DEL: never part of a file's name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
 E = TypeVar("E", bound=StrEnum)
 _MISSING: Any = object()
 
@@ -206,6 +210,19 @@ class Fields:
     def raise_if_invalid(self) -> None:
         if self.errors:
             raise ValidationProblem(self.errors)
+
+
+def basename_problem(name: str) -> str | None:
+    """Why `name` is not a plain file name (a base name a receiver may use as is), or None."""
+    if "/" in name or "\\" in name:
+        return "must be a base name, without / or \\"
+    if _CONTROL.search(name):
+        return "must not contain control characters"
+    if ".." in name:
+        return "must not contain .."
+    if len(name.encode()) > FILENAME_MAX_BYTES:
+        return f"must be at most {FILENAME_MAX_BYTES} bytes of UTF-8"
+    return None
 
 
 def query_int(

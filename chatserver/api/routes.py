@@ -9,6 +9,7 @@ from chatserver.api import (
     health,
     messages,
     openapi,
+    participants,
     streams,
     tokens,
     webhooks,
@@ -24,6 +25,7 @@ from chatserver.realtime import ws
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
 MESSAGE = CONVERSATION + "/messages/{message_id}"
+PARTICIPANT = CONVERSATION + "/participants/{participant_id}"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
@@ -56,6 +58,10 @@ ROUTES = [
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
     ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("GET", CONVERSATION + "/participants", participants.list_participants, "list_participants"),
+    ("PUT", PARTICIPANT, participants.put_participant, "put_participant"),
+    ("DELETE", PARTICIPANT, participants.delete_participant, "delete_participant"),
+    ("POST", PARTICIPANT + "/read", participants.mark_read, "mark_read"),
     ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 

@@ -1,7 +1,7 @@
 """Wiring of the real-time parts of an instance, made and closed together: the bus, the hub (with
-its delivery meter), presence, the token signer, the message and stream services that tell the hub
-of each commit (with the supervised idle-stream sweep), and the socket registry with its
-supervised credential re-check.
+its delivery meter), presence, the token signer, the message, participant and stream services that
+tell the hub of each commit (with the supervised idle-stream sweep), and the socket registry with
+its supervised credential re-check.
 
 Hot paths pay one metrics call per message per instance (never per socket or per frame).
 """
@@ -23,6 +23,7 @@ from chatserver.appkeys import (
     HUB,
     MESSAGES,
     METRICS,
+    PARTICIPANTS,
     PRESENCE,
     SECRET_BOX,
     SETTINGS,
@@ -42,6 +43,7 @@ from chatserver.realtime.hub import Hub
 from chatserver.realtime.presence import MemoryPresence, Presence, RedisPresence
 from chatserver.server.supervisor import Supervisor
 from chatserver.services.messages import MessageService
+from chatserver.services.participants import ParticipantService
 from chatserver.services.streamcommit import StreamCommitter
 from chatserver.services.streams import IDLE_SWEEP_TASK, StreamService
 
@@ -69,6 +71,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
               on_deltas=lambda deltas, sockets: metrics.deltas_out.inc(deltas * sockets))
     app[HUB] = hub
     app[PRESENCE] = presence
+    app[PARTICIPANTS] = ParticipantService(pool, app[CONVERSATIONS], hub)
     app[MESSAGES] = MessageService(pool, app[CONVERSATIONS], settings.messages, hub,
                                    settings.performance)
     app[STREAMS] = StreamService(

@@ -24,6 +24,7 @@ class Kind(StrEnum):
     EPHEMERAL = "e"  # typing and presence: dropped first when a socket falls behind
     DELTA = "d"  # deltas of a streamed message: after the message, in index order
     CLOSE = "c"  # a streamed message closed: an update, after the stream's last delta
+    READ = "r"  # a read horizon (seq): coalesced per participant, after the message it names
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ def parse_delta_payload(payload: bytes) -> tuple[str, int, list[str]]:
 def message_id_of(updated: bytes) -> str:
     """The message id of a `message.updated` frame (parsed: closes are rare)."""
     return str(orjson.loads(updated)["message"]["id"])
+def participant_frame(kind: str, participant: dict[str, Any]) -> bytes:
+    """participant.joined or participant.left."""
+    return frame(kind, participant=participant)
+
+
+def read_frame(participant: str, seq: int) -> bytes:
+    return frame("read", participant=participant, seq=seq)
 
 
 _TEXT_FIN = 0x81

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import asyncpg
+import orjson
 
 from chatserver.bus import Bus
 from chatserver.config import RealtimeSettings
@@ -33,8 +34,11 @@ from chatserver.realtime.frames import (
     message_frame,
     message_id_of,
     parse_delta_payload,
+    participant_frame,
+    read_frame,
     updated_frame,
 )
+from chatserver.realtime.reads import ReadCoalescer
 from chatserver.realtime.roomstreams import RoomStreams
 from chatserver.realtime.sendqueue import Flusher
 from chatserver.server.supervisor import Supervisor
@@ -72,10 +76,12 @@ class Room:
 
     def __init__(
         self, conversation_id: uuid.UUID, on_message: DeliveryObserver | None = None,
-        on_deltas: DeltaObserver | None = None,
+        on_deltas: DeltaObserver | None = None, read_interval: float = 1.0,
     ) -> None:
         self.on_message = on_message  # metrics: (frame, sockets) once per message delivered
         self.on_deltas = on_deltas
+        # A read frame, once coalesced, waits like an update for the message it names.
+        self.reads = ReadCoalescer(read_interval, self.update)
         self.id = conversation_id
         self.topic = conversation_id.hex
         self.members: set[Member] = set()
@@ -209,7 +215,8 @@ class Hub:
         room = self.rooms.get(conversation_id)
         if room is None:
             room = self.rooms[conversation_id] = Room(conversation_id, self.on_message,
-                                                      self.on_deltas)
+                                                      self.on_deltas,
+                                                      self.settings.read_frame_interval)
             room.members.add(member)
             await self._open(room)
         else:
@@ -243,6 +250,7 @@ class Hub:
         room.members.discard(member)
         if not room.members and room.initialized.is_set():
             del self.rooms[conversation_id]
+            room.reads.close()
             if room.gap_timer is not None:
                 room.gap_timer.cancel()
             for timer in room.stream_timers.values():
@@ -280,6 +288,19 @@ class Hub:
     async def ephemeral(self, conversation_id: uuid.UUID, frame: bytes) -> None:
         await self._publish(conversation_id.hex, Kind.EPHEMERAL, 0, frame)
 
+    # --- the participants' port (ParticipantEvents), called after commit -------------------------
+
+    async def participant_joined(self, conversation_id: uuid.UUID, participant: dict[str, Any]
+                                 ) -> None:
+        await self.ephemeral(conversation_id, participant_frame("participant.joined", participant))
+
+    async def participant_left(self, conversation_id: uuid.UUID, participant: dict[str, Any]
+                               ) -> None:
+        await self.ephemeral(conversation_id, participant_frame("participant.left", participant))
+
+    async def read_marked(self, conversation_id: uuid.UUID, participant_id: str, seq: int) -> None:
+        await self._publish(conversation_id.hex, Kind.READ, seq, read_frame(participant_id, seq))
+
     async def _publish(self, topic: str, kind: Kind, seq: int, frame: bytes) -> None:
         # Local sockets first, so they get it even when the bus is down; then exactly one publish.
         self._dispatch(uuid.UUID(hex=topic), kind, seq, frame)
@@ -314,6 +335,8 @@ class Hub:
             room.update(seq, frame)
         elif kind is Kind.CLOSE:
             room.close_stream(seq, frame)
+        elif kind is Kind.READ:
+            room.reads.offer(orjson.loads(frame)["participant"], seq, frame)
         else:
             room.broadcast(kind, seq, frame)
 

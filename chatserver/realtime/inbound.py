@@ -27,10 +27,18 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import AUTH_THROTTLE, HUB, MESSAGES, METRICS, SETTINGS, STREAMS
+from chatserver.appkeys import (
+    AUTH_THROTTLE,
+    HUB,
+    MESSAGES,
+    METRICS,
+    PARTICIPANTS,
+    SETTINGS,
+    STREAMS,
+)
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
-from chatserver.problems import Problem, unavailable
+from chatserver.problems import Problem, ValidationProblem, unavailable
 from chatserver.realtime.frames import frame
 from chatserver.realtime.guard import (
     CLOSE_FLOODING,
@@ -40,6 +48,7 @@ from chatserver.realtime.guard import (
     Verdict,
 )
 from chatserver.realtime.sendqueue import SocketSender
+from chatserver.services.participants import Seat
 from chatserver.services.streamstate import StreamConflict
 from chatserver.validation import parse_hex_id, parse_json_object
 
@@ -54,6 +63,12 @@ class Session:
     conversation_id: uuid.UUID
     since: int | None
     address: str  # the client's, for the limits per address
+    seat: Seat | None = None  # the participant this socket writes as (None: an integration key)
+
+    @property
+    def user(self) -> str:
+        """The name presence and typing show: the participant's id, else the key's name."""
+        return self.seat.id if self.seat is not None else self.principal.name
 
 
 class FramePipeline:
@@ -136,20 +151,11 @@ async def handle_text(
         data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
         client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
         kind = data.pop("type", None)
-        streamed = False
-        if kind == "message":
-            streamed = await post(app, sender, session, data)
-        elif kind == "message.delta":
-            streamed = await append_delta(app, sender, session, data)
-        elif kind == "typing":
-            await app[HUB].ephemeral(
-                session.conversation_id, frame("typing", user=session.principal.name)
-            )
-        else:
-            raise Problem(400, "type must be message, message.delta or typing",
-                          code="unknown_type",
-                          invalid_params=[("type", "must be message, message.delta or typing")])
-        if streamed and budget is not None:
+        handler = HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise Problem(400, f"type must be one of {FRAME_TYPES}", code="unknown_type",
+                          invalid_params=[("type", f"must be one of {FRAME_TYPES}")])
+        if await handler(app, sender, session, data) and budget is not None:
             # A socket that streams (its credential may) sends a frame per delta.
             budget.widen(app[SETTINGS].streams.deltas_per_second)
     except Problem as problem:
@@ -165,7 +171,8 @@ async def post(
 ) -> bool:
     """A `message` frame (whole, or opening a stream); whether it opened a stream."""
     service = app[MESSAGES]
-    new = service.validate_new(session.principal, session.conversation_id, body)
+    new = service.validate_new(session.principal, session.conversation_id, body,
+                               seat=session.seat, type_field="message_type")
     # The socket's access to its conversation was checked when it opened.
     if new.stream:
         posted = await app[STREAMS].open(session.principal, new, checked=True)
@@ -190,9 +197,54 @@ async def append_delta(
     return True
 
 
-ERROR_CODES = {400: "invalid", 403: "forbidden", 404: "not_found", 409: "conflict",
-               413: "too_large",
-               422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
+async def typing(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    if session.seat is not None and session.seat.observer:
+        raise ValidationProblem([("type", "an observer may not send typing")])
+    await app[HUB].ephemeral(session.conversation_id, frame("typing", user=session.user))
+    return False
+
+
+async def read(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    """Move this participant's read horizon; the others learn of it from `read` frames."""
+    if session.seat is None:
+        raise ValidationProblem([("type", "only a participant has a read horizon")])
+    await app[PARTICIPANTS].mark_read(session.principal, session.conversation_id,
+                                      session.seat.id, body.get("seq"))
+    return False
+
+
+async def update(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    """`message.update`: change a message's status/metadata as PATCH would; answered by an ack."""
+    client_id = body.pop("client_id", None)
+    message_id = body.pop("message_id", None)
+    if not isinstance(message_id, str):
+        raise ValidationProblem([("message_id", "is required (a 32-character hex id)")])
+    updated = await app[MESSAGES].update(session.principal, session.conversation_id,
+                                         parse_hex_id(message_id, "message_id"), body)
+    sender.push(frame("ack", client_id=client_id if isinstance(client_id, str) else None,
+                      message=updated))
+    return False
+
+
+# A frame's handler: True when the frame streamed (opened a stream or appended to one).
+Handler = Callable[[web.Application, SocketSender, Session, dict[str, Any]],
+                   Coroutine[Any, Any, bool]]
+HANDLERS: dict[str, Handler] = {
+    "message": post, "message.delta": append_delta, "typing": typing, "read": read,
+    "message.update": update,
+}
+FRAME_TYPES = ", ".join(HANDLERS)
+
+
+ERROR_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               409: "conflict", 413: "too_large", 422: "idempotency_conflict",
+               429: "rate_limited", 503: "unavailable"}
 
 
 def error_frame(problem: Problem, client_id: str | None) -> bytes:

@@ -32,6 +32,7 @@ from chatserver.appkeys import (
     HUB,
     KEY_CACHE,
     METRICS,
+    PARTICIPANTS,
     PRESENCE,
     SETTINGS,
     SOCKETS,
@@ -49,6 +50,7 @@ from chatserver.realtime.guard import (
     socket_origin_allowed,
 )
 from chatserver.realtime.inbound import UNAVAILABLE_REASON, Session, close_for, receive
+from chatserver.realtime.presence import OBSERVER_PREFIX
 from chatserver.realtime.sendqueue import SocketSender
 from chatserver.services import history
 from chatserver.validation import BIGINT_MAX, DECIMAL_ID, parse_hex_id
@@ -121,7 +123,11 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
     since = parse_since(request)
     if since is not None and since > row["last_seq"]:
         raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
-    return Session(who, conversation_id, since, address), row["last_seq"]
+    try:
+        seat = await app[PARTICIPANTS].seat(who, conversation_id)
+    except Problem as problem:  # a token whose participant was removed
+        raise Refusal(CLOSE_UNAUTHORIZED, problem.detail or "participant removed") from None
+    return Session(who, conversation_id, since, address, seat), row["last_seq"]
 
 
 async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
@@ -145,7 +151,7 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
                           byte_limit=settings.send_queue_bytes,
                           transport=request.transport,  # type: ignore[arg-type]
                           flusher=request.app[HUB].flusher)
-    admitted = OpenSocket(session.conversation_id, session.principal, sender)
+    admitted = OpenSocket(session.conversation_id, session.principal, sender, session.seat)
     refused = request.app[SOCKETS].admit(admitted)
     if refused is not None:
         await ws.close(code=refused[0], message=refused[1].encode())
@@ -173,7 +179,9 @@ async def serve(
 ) -> None:
     hub, presence = app[HUB], app[PRESENCE]
     cid = session.conversation_id
-    socket_id = uuid.uuid4().hex
+    observer = session.seat is not None and session.seat.observer
+    socket_id = (OBSERVER_PREFIX if observer else "") + uuid.uuid4().hex
+    seen = {"observer": True} if observer else {}
     joined = present = False
     try:
         delivered = await hub.join(cid, sender)
@@ -185,10 +193,11 @@ async def serve(
             last, cursors = await replay(app, ws, session)
         await ws.send_frame(frame("ready", conversation_id=cid.hex, last_seq=last), WSMsgType.TEXT)
         sender.go_live(last, cursors, hub.catch_up(cid, cursors))
-        await presence.add(cid, socket_id, session.principal.name)
+        await presence.add(cid, socket_id, session.user)
         present = True
-        sender.push(frame("presence", members=await presence.members(cid)))
-        await hub.ephemeral(cid, frame("presence.join", user=session.principal.name))
+        members, observers = await presence.roster(cid)
+        sender.push(frame("presence", members=members, observers=observers))
+        await hub.ephemeral(cid, frame("presence.join", user=session.user, **seen))
         await receive(app, ws, sender, session)
     finally:
         if joined:
@@ -196,7 +205,7 @@ async def serve(
         await sender.stop()
         if present:
             await presence.remove(cid, socket_id)
-            await hub.ephemeral(cid, frame("presence.leave", user=session.principal.name))
+            await hub.ephemeral(cid, frame("presence.leave", user=session.user, **seen))
 
 
 async def replay(

@@ -60,8 +60,9 @@ class StreamEvents(Protocol):
 
 
 def may_stream(principal: Principal) -> bool:
-    """Whether `principal` may open streams: API keys (a browser token may not)."""
-    return principal.conversation_id is None
+    """Whether `principal` may open streams: API keys and agent credentials (a user's browser
+    token may not)."""
+    return principal.conversation_id is None or principal.agent
 
 
 def may_append(principal: Principal, live: LiveStream) -> bool:
@@ -99,7 +100,7 @@ class StreamService:
     async def open(self, principal: Principal, new: NewMessage, *, checked: bool = False) -> Posted:
         """Store `new` as an open stream (the caller validated it; `checked`: and its access)."""
         if not may_stream(principal):
-            raise forbidden("only API keys may stream messages")
+            raise forbidden("only API keys and agent credentials may stream messages")
         if len(new.content.encode()) > self.settings.max_text_bytes:
             raise ValidationProblem(
                 [("content", f"must be at most {self.settings.max_text_bytes} bytes")], 413)

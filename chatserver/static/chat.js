@@ -16,6 +16,7 @@
 //   pending   {pending}          a send's state changed: sending | sent | acked | failed
 //   presence  {members}          sorted names of who is connected
 //   typing    {user}             someone else is typing (show it for a few seconds)
+//   read      {participant, seq} someone's read horizon (also each current one at start)
 //   state     {state, detail}    connecting | live | reconnecting | refused | closed
 //   history   {hasMore}          an older page arrived (or there is none)
 //   error     {frame}            the server refused a frame (also sets pending to failed)
@@ -102,6 +103,7 @@ export class ChatClient extends EventTarget {
     this.lastTypingSent = 0;
     this.stopped = false;
     this.loadingOlder = null;
+    this.readSent = 0; // the highest horizon this page marked
   }
 
   /** Load the newest page of history, then open the socket from the newest seq in it. */
@@ -110,6 +112,24 @@ export class ChatClient extends EventTarget {
     globalThis.addEventListener?.("online", this.retryNow);
     await this.loadOlder();
     this.connect();
+    this.loadReads().catch(() => {}); // "seen by" is a nicety: without it the chat still works
+  }
+
+  /** The participants' current horizons, as `read` events (later ones come as frames). */
+  async loadReads() {
+    const url = `${this.baseUrl}/conversations/${this.conversationId}/participants`;
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${this.token}` } });
+    if (!response.ok) return;
+    for (const p of await response.json()) {
+      this.emit("read", { participant: p.id, seq: p.last_read_seq });
+    }
+  }
+
+  /** Mark everything up to `seq` as read by this user (forward only; the server coalesces). */
+  markRead(seq) {
+    if (this.state !== "live" || seq <= this.readSent) return;
+    this.readSent = seq;
+    this.socket.send(JSON.stringify({ type: "read", seq }));
   }
 
   close() {
@@ -228,14 +248,18 @@ export class ChatClient extends EventTarget {
         this.emitPresence();
         break;
       case "presence.join":
+        if (frame.observer) break; // observers are listed apart (the presence frame's observers)
         this.presence.set(frame.user, (this.presence.get(frame.user) ?? 0) + 1);
         this.emitPresence();
         break;
       case "presence.leave":
-        this.leave(frame.user);
+        if (!frame.observer) this.leave(frame.user);
         break;
       case "typing":
         if (frame.user !== this.user) this.emit("typing", { user: frame.user });
+        break;
+      case "read":
+        this.emit("read", { participant: frame.participant, seq: frame.seq });
         break;
       default:
         break; // frames added by a later protocol version

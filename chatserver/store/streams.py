@@ -24,10 +24,10 @@ SELECT count(*) FROM messages WHERE conversation_id = $1 AND stream_state = 'ope
 # As store.messages.INSERT_MESSAGE, with the stream columns: open, no delta yet.
 INSERT_STREAM = NEXT_SEQ + f"""
 INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
-                      channel, status, metadata, created_by, stream_state, stream_next_index,
-                      stream_ends, stream_touched_at)
-SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, 'open', 0,
-       ARRAY[char_length($4)], clock_timestamp()
+                      channel, status, metadata, created_by, author_id, author_kind, author_name,
+                      stream_state, stream_next_index, stream_ends, stream_touched_at)
+SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12, $13, 'open',
+       0, ARRAY[char_length($4)], clock_timestamp()
 FROM next
 RETURNING {COLUMNS}
 """
@@ -106,6 +106,7 @@ async def insert_stream(conn: Any, new: NewMessage, max_open: int) -> asyncpg.Re
     return await conn.fetchrow(
         INSERT_STREAM, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
         new.content_type, new.filename, new.type, new.status, new.metadata or {}, new.created_by,
+        new.author_id, new.author_kind, new.author_name,
     )
 
 

@@ -7,16 +7,18 @@ the commit. Conversations without `config.callback_url` get no row.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from chatserver.models import iso, message_json
+from chatserver.models import iso, message_json, participant_json
 from chatserver.store import webhooks as store
 
 MESSAGE_CREATED = "message.created"
 MESSAGE_UPDATED = "message.updated"
 MESSAGE_COMPLETED = "message.completed"  # a streamed message closed (complete or aborted)
 WEBHOOK_TEST = "webhook.test"
+PARTICIPANT_JOINED = "participant.joined"
+PARTICIPANT_LEFT = "participant.left"
 
 
 def event(event_type: str, timestamp: datetime, data: dict[str, Any]) -> dict[str, Any]:
@@ -60,3 +62,15 @@ async def enqueue_message_events(conn: Any, event_type: str, message_rows: list[
             conn, [r["conversation_id"] for r in message_rows], event_type,
             [message_event(event_type, r) for r in message_rows],
         )
+
+
+async def enqueue_participant_event(conn: Any, event_type: str, participant_row: Any) -> None:
+    """Queue a join or leave inside the caller's transaction, which locked the conversation row
+    first (as a message batch does, so the two never deadlock on the participant's row)."""
+    participant = participant_json(participant_row)
+    stamp = participant_row["joined_at"] if event_type == PARTICIPANT_JOINED else datetime.now(UTC)
+    await store.enqueue(
+        conn, uuid.uuid4(), participant_row["conversation_id"], event_type,
+        event(event_type, stamp, {"conversation_id": participant_row["conversation_id"].hex,
+                                  "participant": participant}),
+    )

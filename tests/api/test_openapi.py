@@ -136,7 +136,8 @@ def test_schemathesis_finds_no_server_errors(
 
 # --- headers and query strings, as bytes schemathesis cannot send --------------------------------
 
-QUERY_NAMES = ("limit", "before", "after", "order", "running", "since", "token")
+QUERY_NAMES = ("limit", "before", "after", "order", "running", "since", "token",
+               "participant")
 FUZZ_HEADERS = ("Authorization", "Idempotency-Key", "X-Request-Id")
 
 
@@ -167,8 +168,9 @@ async def pinned(api: Api) -> dict[str, str]:
     _, workflow, _ = await api.call(
         "POST", "/workflow-conversations",
         {"agent_product_id": 1, "user_id": 7, "configuration": {"running": True}}, expect=201)
+    await api.call("PUT", f"/conversations/{cid}/participants/alice", {}, expect=201)
     return {"conversation_id": cid, "message_id": message["id"], "id": str(workflow["id"]),
-            "user_id": "7", "delivery_id": "1"}
+            "user_id": "7", "delivery_id": "1", "participant_id": "alice"}
 
 
 def raw_headers(case: RawCase, key: str) -> rawhttp.Headers:
