@@ -19,7 +19,8 @@
 //   read      {participant, seq} someone's read horizon (also each current one at start)
 //   state     {state, detail}    connecting | live | reconnecting | refused | closed
 //   history   {hasMore}          an older page arrived (or there is none)
-//   error     {frame}            the server refused a frame (also sets pending to failed)
+//   error     {frame}            the server refused a frame (also sets pending to failed; retry()
+//                                sends that item again with its client_id)
 
 const SUBPROTOCOL = "chatserver.v1";
 // Close codes after which reconnecting cannot help: bad request, bad credentials, not found.
@@ -322,6 +323,14 @@ export class ChatClient extends EventTarget {
     this.setPending(item, "sending");
     this.flushPending();
     return item.client_id;
+  }
+
+  /** Send a failed item again with the same client_id (the server stores it at most once). */
+  retry(item) {
+    delete item.error;
+    this.pending.set(item.client_id, item);
+    this.setPending(item, "sending");
+    this.flushPending();
   }
 
   flushPending() {

@@ -107,7 +107,9 @@ class ChatPage {
     c.addEventListener("state", (e) => { if (e.detail.state === "live") this.markRead(); });
     document.addEventListener("visibilitychange", () => this.markRead());
     c.addEventListener("state", (e) => this.showState(e.detail));
+    c.addEventListener("state", (e) => this.showBanner(e.detail.state));
     c.addEventListener("history", (e) => this.showHistoryEnd(e.detail.hasMore));
+    c.addEventListener("history", () => this.showEmpty());
     c.addEventListener("error", (e) => this.showProblem(e.detail.frame.detail));
     this.log.addEventListener("scroll", () => { if (this.log.scrollTop < 40) this.older(); });
     $("older").addEventListener("click", () => this.older());
@@ -155,15 +157,63 @@ class ChatPage {
   onMessage({ message, older }) {
     const atBottom = this.nearBottom();
     const heightBefore = this.log.scrollHeight;
-    const mine = this.mine.has(message.client_id);
+    const mine = this.isMine(message);
     const item = messageItem(message, mine);
+    this.clearTyping(message);
     const existing = this.list.querySelector(`li[data-seq="${message.seq}"]`);
     if (existing) existing.replaceWith(item);
     else this.list.insertBefore(item, this.nextItem(message.seq));
     if (older) this.log.scrollTop += this.log.scrollHeight - heightBefore; // keep the view still
     else if (atBottom || mine) this.scrollToBottom();
     this.showSeen();
+    this.showEmpty();
     if (!older) this.markRead();
+  }
+
+  /** Sent by this page's participant: by the author's id against the token's `sub`, so it still
+   * holds after a reload (the client ids of this page's own sends cover API keys, which have no
+   * `sub`). */
+  isMine(message) {
+    const me = this.client.user;
+    return (me !== null && message.author?.id === me) || this.mine.has(message.client_id);
+  }
+
+  /** A message from someone who was typing ends their "is typing". */
+  clearTyping(message) {
+    const user = message.author?.id;
+    if (!user || !this.typers.has(user)) return;
+    clearTimeout(this.typers.get(user));
+    this.typers.delete(user);
+    this.showTyping();
+  }
+
+  /** "No messages yet" while the whole (loaded) conversation is empty. */
+  showEmpty() {
+    const empty = this.list.childElementCount === 0 && !this.client.hasMore;
+    $("empty").hidden = !empty;
+  }
+
+  /** A banner over the log while the socket is down and the client is trying again. */
+  showBanner(state) {
+    $("banner").hidden = state !== "reconnecting";
+  }
+
+  /** A full screen instead of the chat when the server refuses the token or conversation,
+   * saying what to do; "use another token" goes back to the form. */
+  showRefused(detail) {
+    $("chat").hidden = true;
+    $("refused").hidden = false;
+    $("refused-detail").textContent = detail;
+    $("refused-other").onclick = () => { location.hash = ""; };
+  }
+
+  /** A failed send's "retry" button: the same client_id again, so it is stored at most once. */
+  addRetry(row, item) {
+    const retry = el("button", "retry", "retry");
+    retry.type = "button";
+    retry.setAttribute("aria-label", "retry sending this message");
+    retry.addEventListener("click", () => this.client.retry(item));
+    row.firstChild.append(retry);
   }
 
   /** What this page shows is read, while it is visible. */
@@ -221,6 +271,7 @@ class ChatPage {
     const label = PENDING_LABELS[item.state] + (item.error ? `: ${item.error}` : "");
     row.firstChild.replaceChildren(el("span", "author", this.client.user ?? "you"), el("span", "ack", label));
     if (item.state === "failed") {
+      this.addRetry(row, item);
       const dismiss = el("button", "dismiss", "dismiss");
       dismiss.type = "button";
       dismiss.addEventListener("click", () => row.remove());
@@ -249,6 +300,7 @@ class ChatPage {
     node.dataset.state = state;
     node.textContent = STATE_LABELS[state] + (detail ? ` (${detail})` : "");
     $("send").disabled = state === "refused";
+    if (state === "refused") this.showRefused(STATE_LABELS[state] + (detail ? `: ${detail}` : ""));
   }
 
   showHistoryEnd(hasMore) {

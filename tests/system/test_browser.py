@@ -156,6 +156,7 @@ async def test_page_resumes_after_a_server_restart_and_shows_what_it_missed(
             await first.close()
             await expect(tab.page.locator("#connection")).to_have_attribute(
                 "data-state", "reconnecting", timeout=WAIT_MS)
+            await expect(tab.page.locator("#banner")).to_be_visible()
             await api.post_message(conversation_id, "missed one")  # another instance
             await api.post_message(conversation_id, "missed two")
             await tab.send("written while offline")
@@ -165,6 +166,7 @@ async def test_page_resumes_after_a_server_restart_and_shows_what_it_missed(
             second = TestServer(create_app(settings), host="127.0.0.1", port=port)
             await second.start_server()
             await tab.wait_live()
+            await expect(tab.page.locator("#banner")).to_be_hidden()
             texts = ["before the restart", "missed one", "missed two", "written while offline"]
             await tab.expect_texts(texts)
             await expect(tab.page.locator("#pending > li")).to_have_count(0, timeout=WAIT_MS)

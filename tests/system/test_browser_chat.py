@@ -1,0 +1,103 @@
+"""The chat page as people use it (issue 20.5): own messages after a reload, typing that ends with
+the message, the empty state, the refused-token screen, the reconnecting banner and retrying a
+failed send. Real headless Chromium against a real server, as in test_browser.py (whose fixtures
+these tests share)."""
+
+from __future__ import annotations
+
+import json
+
+from playwright.async_api import Browser, WebSocket, expect
+
+from tests.system.browser_helpers import WAIT_MS, ChatPage, Rest, page_url, until
+from tests.system.test_browser import browser, open_as, rest, server
+
+__all__ = ["browser", "rest", "server"]  # fixtures shared with test_browser.py
+
+
+async def test_own_messages_stay_mine_after_a_reload(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    token = await rest.token(conversation_id, "alice")
+    tab = await ChatPage.open(browser, page_url(rest.base, conversation_id, token))
+    await tab.wait_live()
+    await tab.send("mine")
+    await rest.post(conversation_id, "not mine")
+    await tab.expect_texts(["mine", "not mine"])
+    await tab.page.reload()
+    await tab.wait_live()
+    await tab.expect_texts(["mine", "not mine"])
+    mine = tab.page.locator("#messages > li[data-mine]")
+    await expect(mine).to_have_count(1)
+    await expect(mine.locator(".text")).to_have_text("mine")
+    assert tab.errors == []
+
+
+async def test_typing_ends_when_that_users_message_arrives(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    alice = await open_as(browser, rest, conversation_id, "alice")
+    bob = await open_as(browser, rest, conversation_id, "bob")
+    await bob.page.locator("#text").press_sequentially("hi")
+    await expect(alice.page.locator("#typing")).to_have_text("bob is typing…", timeout=WAIT_MS)
+    await bob.page.locator("#text").press("Enter")
+    await alice.expect_texts(["hi"])
+    # Cleared by the message itself, well before the indicator's own 4 s timeout.
+    assert await alice.page.locator("#typing").text_content() == ""
+
+
+async def test_an_empty_conversation_says_so(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    await expect(tab.page.locator("#empty")).to_be_visible(timeout=WAIT_MS)
+    await expect(tab.page.locator("#empty")).to_contain_text("No messages yet")
+    await tab.send("first")
+    await tab.expect_texts(["first"])
+    await expect(tab.page.locator("#empty")).to_be_hidden()
+
+
+async def test_a_bad_token_shows_a_screen_saying_what_to_do(
+    browser: Browser, rest: Rest
+) -> None:
+    conversation_id = await rest.conversation()
+    tab = await ChatPage.open(browser, page_url(rest.base, conversation_id, "not-a-token"))
+    screen = tab.page.locator("#refused")
+    await expect(screen).to_be_visible(timeout=WAIT_MS)
+    await expect(screen).to_contain_text("Ask whoever gave you this link for a new one")
+    await expect(tab.page.locator("#refused-detail")).to_contain_text("401")
+    await expect(tab.page.locator("#chat")).to_be_hidden()
+    await tab.page.locator("#refused-other").click()
+    await expect(tab.page.locator("#join")).to_be_visible(timeout=WAIT_MS)
+
+
+async def test_an_expired_token_on_the_socket_shows_the_screen(
+    browser: Browser, rest: Rest
+) -> None:
+    """A socket closed with 4401 (as when the token expires before a reconnect)."""
+    conversation_id = await rest.conversation()
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    await tab.page.evaluate("() => window.chat.onClose(window.chat.socket, {code: 4401})")
+    await expect(tab.page.locator("#refused")).to_be_visible(timeout=WAIT_MS)
+    await expect(tab.page.locator("#refused-detail")).to_contain_text("expired")
+
+
+async def test_a_failed_send_can_be_retried_with_the_same_client_id(
+    browser: Browser, rest: Rest
+) -> None:
+    conversation_id = await rest.conversation()
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    sent: list[dict[str, object]] = []
+
+    def watch(ws: WebSocket) -> None:
+        ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+    tab.page.on("websocket", watch)
+    await tab.page.reload()  # so the watched socket is the page's
+    await tab.wait_live()
+    await tab.send("x" * 70_000)  # over [messages] max_content_bytes: refused
+    failed = tab.page.locator("#pending > li")
+    await expect(failed).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    await failed.locator(".retry").click()
+    await until(lambda: sum(frame.get("type") == "message" for frame in sent) == 2)
+    first, second = [frame for frame in sent if frame.get("type") == "message"]
+    assert first["client_id"] == second["client_id"]
+    await expect(failed).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    await expect(failed).to_have_count(1)
