@@ -118,6 +118,7 @@ class ChatPage {
     $("text").addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); this.send(); }
     });
+    this.startPeopleToggle();
     $("me").textContent = c.user ? `you are ${c.user}` : "";
     $("conversation").textContent = c.conversationId;
     c.start().then(() => this.fill(), (err) => this.fail(err));
@@ -205,6 +206,22 @@ class ChatPage {
     $("refused").hidden = false;
     $("refused-detail").textContent = detail;
     $("refused-other").onclick = () => { location.hash = ""; };
+  }
+
+  /** On a narrow screen the presence list is a panel that the header's "People" button opens;
+   * Escape closes it again. */
+  startPeopleToggle() {
+    const toggle = $("people-toggle");
+    const people = $("people");
+    const set = (open) => {
+      toggle.setAttribute("aria-expanded", String(open));
+      people.classList.toggle("open", open);
+    };
+    toggle.hidden = false;
+    toggle.addEventListener("click", () => set(toggle.getAttribute("aria-expanded") !== "true"));
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && people.classList.contains("open")) { set(false); toggle.focus(); }
+    });
   }
 
   /** A failed send's "retry" button: the same client_id again, so it is stored at most once. */

@@ -6,6 +6,7 @@ these tests share)."""
 from __future__ import annotations
 
 import json
+import re
 
 from playwright.async_api import Browser, WebSocket, expect
 
@@ -101,3 +102,72 @@ async def test_a_failed_send_can_be_retried_with_the_same_client_id(
     assert first["client_id"] == second["client_id"]
     await expect(failed).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
     await expect(failed).to_have_count(1)
+
+
+def luminance(css_rgb: str) -> float:
+    """Relative brightness 0..1 of a computed `rgb(r, g, b)` colour."""
+    r, g, b = (float(part) for part in re.findall(r"[\d.]+", css_rgb)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+async def test_dark_mode_follows_the_system(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    await rest.post(conversation_id, "in the dark")
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    style = "el => [getComputedStyle(el).backgroundColor, getComputedStyle(el).color]"
+    light_bg, light_ink = await tab.page.locator("html").evaluate(style)
+    assert luminance(light_bg) > 0.8 > 0.3 > luminance(light_ink)
+    await tab.page.emulate_media(color_scheme="dark")
+    dark_bg, dark_ink = await tab.page.locator("html").evaluate(style)
+    assert luminance(dark_bg) < 0.2 < 0.7 < luminance(dark_ink)
+    item_bg = await tab.page.locator("#messages > li").first.evaluate(
+        "li => getComputedStyle(li).backgroundColor")
+    assert luminance(item_bg) < 0.3
+
+
+async def test_a_360px_screen_fits_and_reaches_presence(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    await rest.post(conversation_id, "a long line " * 20)
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    await tab.page.set_viewport_size({"width": 360, "height": 640})
+    width = await tab.page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 360
+    presence = tab.page.locator("#presence")
+    await expect(presence).to_be_hidden()
+    toggle = tab.page.locator("#people-toggle")
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+    await toggle.focus()
+    await tab.page.keyboard.press("Enter")  # keyboard, not only touch
+    await expect(presence.locator("li")).to_have_text(["alice"], timeout=WAIT_MS)
+    await expect(presence).to_be_visible()
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
+    await tab.page.keyboard.press("Escape")
+    await expect(presence).to_be_hidden()
+    await expect(toggle).to_be_focused()
+    # The composer is usable at this width: the text box keeps most of it.
+    text_box = await tab.page.locator("#text").bounding_box()
+    assert text_box is not None and text_box["width"] >= 180
+
+
+async def test_the_kind_selector_is_a_small_part_of_the_composer(
+    browser: Browser, rest: Rest
+) -> None:
+    conversation_id = await rest.conversation()
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    composer = await tab.page.locator("#composer").bounding_box()
+    kind = await tab.page.locator("#kind").bounding_box()
+    assert composer is not None and kind is not None
+    assert kind["width"] < composer["width"] * 0.12, (kind, composer)
+
+
+async def test_controls_have_accessible_names(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    for role, name in [("log", "Message history"), ("textbox", "Message"),
+                       ("combobox", "Message kind"), ("button", "Send message"),
+                       ("list", "People present")]:
+        await expect(tab.page.get_by_role(role, name=name, exact=True)).to_have_count(1)
+    # From the message box, Tab reaches the send button.
+    await tab.page.locator("#text").focus()
+    await tab.page.keyboard.press("Tab")
+    await expect(tab.page.locator("#send")).to_be_focused()
