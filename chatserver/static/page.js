@@ -6,6 +6,8 @@ import { ChatClient, mediaUrl } from "./chat.js";
 const $ = (id) => document.getElementById(id);
 const STICK_TO_BOTTOM_PX = 80;
 const TYPING_SHOWN_MS = 4000;
+const GROUP_GAP_MS = 5 * 60 * 1000; // one author's messages closer than this share one header
+const DAY_MS = 24 * 60 * 60 * 1000;
 const PENDING_LABELS = { sending: "waiting to send…", sent: "sending…", failed: "not sent" };
 const STATE_LABELS = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…",
                        refused: "refused", closed: "not connected" };
@@ -21,6 +23,26 @@ function shortTime(iso) {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+/** "Today", "Yesterday" or the date: the label of the separator before a day's first message. */
+function dayLabel(date) {
+  const midnight = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((midnight(new Date()) - midnight(date)) / DAY_MS);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  return date.toLocaleDateString([], { weekday: "short", day: "numeric", month: "long", year: "numeric" });
+}
+
+/** An image that fails to load becomes a link saying so (never a broken-image icon). */
+function imageFallback(img, name, url) {
+  img.addEventListener("error", () => {
+    const link = el("a", "file broken", `${name} (image could not be loaded)`);
+    link.href = url;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    img.replaceWith(link);
+  }, { once: true });
+}
+
 function mediaBody(message, url) {
   const name = message.filename || url;
   switch (message.content_type) {
@@ -29,6 +51,7 @@ function mediaBody(message, url) {
       img.alt = name;
       img.loading = "lazy";
       img.referrerPolicy = "no-referrer";
+      imageFallback(img, name, url);
       img.src = url;
       return img;
     }
@@ -161,9 +184,11 @@ class ChatPage {
     const mine = this.isMine(message);
     const item = messageItem(message, mine);
     this.clearTyping(message);
+    item.dataset.authorId = message.author?.id ?? message.created_by;
     const existing = this.list.querySelector(`li[data-seq="${message.seq}"]`);
     if (existing) existing.replaceWith(item);
     else this.list.insertBefore(item, this.nextItem(message.seq));
+    this.markGroup(item);
     if (older) this.log.scrollTop += this.log.scrollHeight - heightBefore; // keep the view still
     else if (atBottom || mine) this.scrollToBottom();
     this.showSeen();
@@ -186,6 +211,26 @@ class ChatPage {
     clearTimeout(this.typers.get(user));
     this.typers.delete(user);
     this.showTyping();
+  }
+
+  /** Date separators and author groups, for `item` and the item after it (whose neighbour it now
+   * is): a day's first message carries data-day (chat.css draws the separator); one author's
+   * messages of one type closer than GROUP_GAP_MS are data-grouped (their header is hidden). */
+  markGroup(item) {
+    for (const node of [item, item.nextElementSibling]) {
+      if (!node) continue;
+      const prev = node.previousElementSibling;
+      const at = new Date(node.querySelector("time").dateTime);
+      const prevAt = prev ? new Date(prev.querySelector("time").dateTime) : null;
+      const day = dayLabel(at);
+      const newDay = !prev || dayLabel(prevAt) !== day;
+      if (newDay) node.dataset.day = day;
+      else delete node.dataset.day;
+      const grouped = !newDay && prev.dataset.authorId === node.dataset.authorId
+        && prev.dataset.type === node.dataset.type && at - prevAt < GROUP_GAP_MS;
+      if (grouped) node.dataset.grouped = "true";
+      else delete node.dataset.grouped;
+    }
   }
 
   /** "No messages yet" while the whole (loaded) conversation is empty. */

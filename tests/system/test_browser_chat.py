@@ -171,3 +171,47 @@ async def test_controls_have_accessible_names(browser: Browser, rest: Rest) -> N
     await tab.page.locator("#text").focus()
     await tab.page.keyboard.press("Tab")
     await expect(tab.page.locator("#send")).to_be_focused()
+
+
+async def test_days_are_separated_and_one_authors_run_is_grouped(
+    browser: Browser, rest: Rest
+) -> None:
+    conversation_id = await rest.conversation()
+    for text in ("one", "two"):
+        await rest.post(conversation_id, text)
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    await tab.send("three")
+    await tab.expect_texts(["one", "two", "three"])
+    # Two messages from an earlier day, as if they had come from history.
+    await tab.page.evaluate("""() => {
+        const [one] = window.chat.ordered();
+        const at = (seq, iso) => ({...one, seq, content: `old ${seq}`, created_at: iso,
+                                   updated_at: iso, id: String(seq).padStart(32, "0")});
+        window.chat.accept(at(-2, "2024-03-01T09:00:00Z"), true);
+        window.chat.accept(at(-1, "2024-03-01T09:01:00Z"), true);
+    }""")
+    items = tab.page.locator("#messages > li")
+    await expect(items).to_have_count(5, timeout=WAIT_MS)
+    days = await items.evaluate_all("items => items.map(li => li.dataset.day ?? null)")
+    grouped = await items.evaluate_all("items => items.map(li => li.dataset.grouped ?? null)")
+    assert days[0] is not None and "2024" in days[0] and days[2] == "Today", days
+    assert [days[1], days[3], days[4]] == [None, None, None], days
+    assert grouped == [None, "true", None, "true", None], grouped  # "three" is alice's
+    separator = await items.nth(2).evaluate(
+        "li => getComputedStyle(li, '::before').content")
+    assert separator == '"Today"'
+    await expect(items.nth(1).locator(".author")).to_be_hidden()
+    await expect(items.nth(4).locator(".author")).to_be_visible()
+    await tab.screenshot("days-and-groups.png")
+
+
+async def test_a_broken_image_shows_a_fallback_link(browser: Browser, rest: Rest) -> None:
+    conversation_id = await rest.conversation()
+    missing = f"{rest.base}/static/no-such-image.png"
+    await rest.post(conversation_id, missing, content_type="IMAGE", filename="holiday.png")
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    fallback = tab.page.locator("#messages a.file.broken")
+    await expect(fallback).to_have_text("holiday.png (image could not be loaded)",
+                                        timeout=WAIT_MS)
+    await expect(fallback).to_have_attribute("href", missing)
+    assert await tab.page.locator("#messages img").count() == 0
