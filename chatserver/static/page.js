@@ -1,7 +1,9 @@
 // page.js: the chat page served at /. It reads #conversation=<id>&token=<token> (or the form),
 // and draws what ChatClient (chat.js) reports. Message data only ever goes into textContent,
-// attributes of media elements (after an http(s) check) or link hrefs: never into innerHTML.
+// attributes of media elements (after an http(s) check) or link hrefs, and text messages through
+// markdown.js (raw HTML shown as text, the result sanitized by DOMPurify): never into innerHTML.
 import { ChatClient, mediaUrl } from "./chat.js";
+import { renderMarkdown } from "./markdown.js";
 
 const $ = (id) => document.getElementById(id);
 const STICK_TO_BOTTOM_PX = 80;
@@ -74,9 +76,18 @@ function mediaBody(message, url) {
   }
 }
 
+/** A text message as sanitized markdown (markdown.js); one still streaming stays plain text
+ * until it completes, so half-written markup does not flicker. */
+function markdownBody(message) {
+  const body = el("div", "text markdown");
+  body.append(renderMarkdown(message.content));
+  return body;
+}
+
 function messageBody(message) {
   const url = mediaUrl(message);
   if (url) return mediaBody(message, url);
+  if (message.content_type === "TEXT" && message.stream?.state !== "open") return markdownBody(message);
   const body = el("div", "text", message.content);
   if (message.content_type !== "TEXT" && message.filename) body.prepend(el("span", "filename", `${message.filename}: `));
   return body;

@@ -215,3 +215,45 @@ async def test_a_broken_image_shows_a_fallback_link(browser: Browser, rest: Rest
                                         timeout=WAIT_MS)
     await expect(fallback).to_have_attribute("href", missing)
     assert await tab.page.locator("#messages img").count() == 0
+
+
+MARKDOWN_ATTACKS = [
+    "<script>window.pwned = 'script'</script>",
+    '<img src=x onerror="window.pwned = \'img\'">',
+    "[click me](javascript:window.pwned='link')",
+    "<a href=\"javascript:window.pwned='a'\">raw link</a>",
+]
+
+
+async def test_markdown_and_links_are_rendered_and_sanitized(
+    browser: Browser, rest: Rest
+) -> None:
+    conversation_id = await rest.conversation()
+    await rest.post(conversation_id, "**bold**, `code` and [a link](https://example.com/x)")
+    for attack in MARKDOWN_ATTACKS[:2]:
+        await rest.post(conversation_id, attack)  # from history
+    tab = await open_as(browser, rest, conversation_id, "alice")
+    for attack in MARKDOWN_ATTACKS[2:]:
+        await rest.post(conversation_id, attack)  # live
+    await expect(tab.page.locator("#messages > li")).to_have_count(5, timeout=WAIT_MS)
+    first = tab.page.locator("#messages > li").first
+    await expect(first.locator("strong")).to_have_text("bold")
+    await expect(first.locator("code")).to_have_text("code")
+    link = first.locator("a")
+    await expect(link).to_have_attribute("href", "https://example.com/x")
+    await expect(link).to_have_attribute("target", "_blank")
+    await expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    # Raw HTML is shown as text; nothing from it is an element.
+    texts = tab.page.locator("#messages > li .text")
+    await expect(texts.nth(1)).to_have_text(MARKDOWN_ATTACKS[0])
+    await expect(texts.nth(2)).to_have_text(MARKDOWN_ATTACKS[1])
+    await expect(texts.nth(4)).to_have_text(MARKDOWN_ATTACKS[3])
+    assert await tab.page.locator("#messages script, #messages img").count() == 0
+    # A javascript: link keeps its words but is no link anywhere.
+    assert await tab.page.locator("#messages a[href^='javascript' i]").count() == 0
+    await expect(texts.nth(3)).to_have_text("click me")
+    await texts.nth(3).locator("a").click()
+    await texts.nth(4).click()
+    assert await tab.page.evaluate("() => window.pwned") is None
+    assert tab.dialogs == [] and tab.errors == []
+    await tab.screenshot("markdown.png")
