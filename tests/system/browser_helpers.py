@@ -48,8 +48,10 @@ class ChatPage:
     socket_urls: list[str] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, browser: Browser, url: str) -> ChatPage:
-        page = await browser.new_page(viewport={"width": 1000, "height": 640})
+    async def open(cls, browser: Browser, url: str, *, bypass_csp: bool = False) -> ChatPage:
+        """`bypass_csp` only for tests that inject their own scripts (axe-core)."""
+        page = await browser.new_page(viewport={"width": 1000, "height": 640},
+                                      bypass_csp=bypass_csp)
         tab = cls(page)
         page.on("dialog", tab.on_dialog)
         page.on("pageerror", lambda e: tab.errors.append(str(e)))

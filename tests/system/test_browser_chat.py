@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from playwright.async_api import Browser, WebSocket, expect
 
@@ -257,3 +258,49 @@ async def test_markdown_and_links_are_rendered_and_sanitized(
     assert await tab.page.evaluate("() => window.pwned") is None
     assert tab.dialogs == [] and tab.errors == []
     await tab.screenshot("markdown.png")
+
+
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+async def axe_findings(tab: ChatPage) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now (rule: nodes)."""
+    if not await tab.page.evaluate("() => 'axe' in window"):
+        await tab.page.add_script_tag(path=str(AXE))
+    result = await tab.page.evaluate(
+        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
+    found = [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    return found
+
+
+async def test_axe_finds_nothing_serious(browser: Browser, rest: Rest) -> None:
+    """The form, the chat (light and dark, desktop and 360 px, with a failed send) and the
+    refused screen. axe-core is injected as a script, so this page alone runs without its CSP."""
+    conversation_id = await rest.conversation()
+    await rest.call("PUT", f"/conversations/{conversation_id}/participants/helper",
+                    {"kind": "agent", "name": "Helper Bot"}, 201)
+    await rest.post(conversation_id, "**Welcome**, see [the docs](https://example.com/docs)")
+    await rest.post(conversation_id, "a notice", type="SYSTEM")
+    form = await ChatPage.open(browser, rest.base + "/", bypass_csp=True)
+    assert await axe_findings(form) == []
+    token = await rest.token(conversation_id, "alice")
+    tab = await ChatPage.open(browser, page_url(rest.base, conversation_id, token),
+                              bypass_csp=True)
+    await tab.wait_live()
+    await tab.send("hello")
+    await tab.send("x" * 70_000)  # refused: a failed row with retry and dismiss
+    await expect(tab.page.locator("#pending > li")).to_have_attribute(
+        "data-state", "failed", timeout=WAIT_MS)
+    await tab.expect_texts(["Welcome, see the docs", "a notice", "hello"])
+    assert await axe_findings(tab) == []
+    await tab.page.emulate_media(color_scheme="dark")
+    assert await axe_findings(tab) == []
+    await tab.page.set_viewport_size({"width": 360, "height": 640})
+    await tab.page.locator("#people-toggle").click()
+    assert await axe_findings(tab) == []
+    refused = await ChatPage.open(browser, page_url(rest.base, conversation_id, "bad"),
+                                  bypass_csp=True)
+    await expect(refused.page.locator("#refused")).to_be_visible(timeout=WAIT_MS)
+    assert await axe_findings(refused) == []
