@@ -1,17 +1,19 @@
 """The chat page as people use it (issue 20.5): own messages after a reload, typing that ends with
-the message, the empty state, the refused-token screen, the reconnecting banner and retrying a
-failed send. Real headless Chromium against a real server, as in test_browser.py (whose fixtures
-these tests share)."""
+the message, the empty state, the refused-token screen, the reconnecting banner, retrying a failed
+send, dark mode, 360 px and the People toggle, accessible names, day separators and author groups,
+broken images, sanitized markdown, an axe-core check and the screenshots in docs/. Real headless
+Chromium against a real server, as in test_browser.py (whose fixtures these tests share)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 from playwright.async_api import Browser, WebSocket, expect
 
-from tests.system.browser_helpers import WAIT_MS, ChatPage, Rest, page_url, until
+from tests.system.browser_helpers import ARTIFACTS, WAIT_MS, ChatPage, Rest, page_url, until
 from tests.system.test_browser import browser, open_as, rest, server
 
 __all__ = ["browser", "rest", "server"]  # fixtures shared with test_browser.py
@@ -304,3 +306,45 @@ async def test_axe_finds_nothing_serious(browser: Browser, rest: Rest) -> None:
                                   bypass_csp=True)
     await expect(refused.page.locator("#refused")).to_be_visible(timeout=WAIT_MS)
     assert await axe_findings(refused) == []
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+async def test_screenshots_for_the_docs(browser: Browser, rest: Rest) -> None:
+    """The pictures in docs/browser.md: a small conversation at desktop and phone width, light and
+    dark. They land in test-artifacts/; with UPDATE_DOCS_SCREENSHOTS=1, in docs/screenshots/
+    (then commit them)."""
+    conversation_id = await rest.conversation()
+    await rest.call("PUT", f"/conversations/{conversation_id}/participants/helper",
+                    {"kind": "agent", "name": "Helper Bot"}, 201)
+    minted = await rest.call("POST", f"/conversations/{conversation_id}/tokens",
+                             {"participant": "helper", "kind": "agent"}, 201)
+    agent = Rest(rest.session, rest.base, minted["token"])
+    bob = await open_as(browser, rest, conversation_id, "bob")
+    alice = await open_as(browser, rest, conversation_id, "alice")
+    await bob.send("Morning! Did the deploy go out?")
+    await bob.send("The dashboard looks quiet.")
+    await agent.post(conversation_id, "Yes: **v2.4.1** is live since 08:12.\n\n"
+                     "- 0 errors in the last hour\n- p95 latency 41 ms\n\n"
+                     "Release notes: [changelog](https://example.com/changelog)")
+    await alice.send("Thanks both, closing the ticket.")
+    await alice.expect_texts([
+        "Morning! Did the deploy go out?", "The dashboard looks quiet.",
+        "Yes: v2.4.1 is live since 08:12.\n\n0 errors in the last hour\np95 latency 41 ms\n\n"
+        "Release notes: changelog",
+        "Thanks both, closing the ticket.",
+    ])
+    out = SCREENSHOTS if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" else ARTIFACTS
+    out.mkdir(parents=True, exist_ok=True)
+    page = alice.page
+    shots = []
+    for name, size, scheme in [("desktop", (1000, 640), "light"),
+                               ("desktop-dark", (1000, 640), "dark"),
+                               ("mobile", (360, 740), "light")]:
+        await page.set_viewport_size({"width": size[0], "height": size[1]})
+        await page.emulate_media(color_scheme=scheme)
+        await page.locator("#text").blur()
+        shots.append(out / f"chat-{name}.png")
+        await page.screenshot(path=str(shots[-1]))
+    assert all(shot.stat().st_size > 0 for shot in shots)
