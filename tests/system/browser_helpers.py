@@ -111,6 +111,14 @@ class Rest:
                                   {"user": user}, 201)
         return created["token"]
 
+    async def agent(self, conversation_id: str, participant: str, name: str) -> Rest:
+        """An agent participant of the conversation, and this API as that agent's token."""
+        await self.call("PUT", f"/conversations/{conversation_id}/participants/{participant}",
+                        {"kind": "agent", "name": name}, 201)
+        minted = await self.call("POST", f"/conversations/{conversation_id}/tokens",
+                                 {"participant": participant, "kind": "agent"}, 201)
+        return Rest(self.session, self.base, minted["token"])
+
     async def post(self, conversation_id: str, content: str, **fields: Any) -> Any:
         return await self.call("POST", f"/conversations/{conversation_id}/messages",
                                {"content": content, **fields}, 201)

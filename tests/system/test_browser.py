@@ -412,11 +412,7 @@ async def test_a_streamed_message_grows_then_shows_its_final_text(
 async def test_authors_kinds_and_seen_by(browser: Browser, rest: Rest) -> None:
     """An agent's messages look different from a person's; "seen by" follows the others' reads."""
     conversation_id = await rest.conversation()
-    await rest.call("PUT", f"/conversations/{conversation_id}/participants/helper",
-                    {"kind": "agent", "name": "Helper Bot"}, 201)
-    minted = await rest.call("POST", f"/conversations/{conversation_id}/tokens",
-                             {"participant": "helper", "kind": "agent"}, 201)
-    agent = Rest(rest.session, rest.base, minted["token"])
+    agent = await rest.agent(conversation_id, "helper", "Helper Bot")
     alice = await open_as(browser, rest, conversation_id, "alice")
     await alice.send("hello, anyone?")
     await alice.expect_texts(["hello, anyone?"])

@@ -316,11 +316,7 @@ async def test_screenshots_for_the_docs(browser: Browser, rest: Rest) -> None:
     dark. They land in test-artifacts/; with UPDATE_DOCS_SCREENSHOTS=1, in docs/screenshots/
     (then commit them)."""
     conversation_id = await rest.conversation()
-    await rest.call("PUT", f"/conversations/{conversation_id}/participants/helper",
-                    {"kind": "agent", "name": "Helper Bot"}, 201)
-    minted = await rest.call("POST", f"/conversations/{conversation_id}/tokens",
-                             {"participant": "helper", "kind": "agent"}, 201)
-    agent = Rest(rest.session, rest.base, minted["token"])
+    agent = await rest.agent(conversation_id, "helper", "Helper Bot")
     bob = await open_as(browser, rest, conversation_id, "bob")
     alice = await open_as(browser, rest, conversation_id, "alice")
     await bob.send("Morning! Did the deploy go out?")
