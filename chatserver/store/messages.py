@@ -149,8 +149,13 @@ async def insert_messages(conn: Any, batch: list[NewMessage]) -> list[asyncpg.Re
     (False: a message already stored under that client_id; see INSERT_MESSAGES).
 
     At most one message per (conversation, client_id) in a batch."""
-    return await conn.fetch(
-        INSERT_MESSAGES, [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
+    return await conn.fetch(INSERT_MESSAGES, *insert_messages_args(batch))
+
+
+def insert_messages_args(batch: list[NewMessage]) -> tuple[list[Any], ...]:
+    """INSERT_MESSAGES' parameters: one array per column, a new id for each message."""
+    return (
+        [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
         [m.client_id for m in batch], [m.content for m in batch],
         [m.content_type for m in batch], [m.filename for m in batch], [m.type for m in batch],
         [m.status for m in batch], [m.metadata or {} for m in batch],
