@@ -22,6 +22,7 @@ from chatserver.appkeys import (
     SETTINGS,
     SHUTDOWN,
     SUPERVISOR,
+    TEAM_ENDPOINTS,
     WEBHOOK_SENDER,
     WEBHOOKS,
 )
@@ -35,6 +36,7 @@ from chatserver.realtime.context import close_sockets, realtime_ctx
 from chatserver.server.shutdown import Shutdown
 from chatserver.server.supervisor import Supervisor, TaskState
 from chatserver.services.conversations import ConversationService
+from chatserver.services.endpoints import TeamEndpointService
 from chatserver.services.webhooks import WebhookService
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
@@ -79,6 +81,7 @@ async def webhook_api_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[WEBHOOKS] = WebhookService(app[DB_POOL], app[CONVERSATIONS], settings.webhooks,
                                    app[WEBHOOK_SENDER])
+    app[TEAM_ENDPOINTS] = TeamEndpointService(app[DB_POOL], settings.webhooks, app[WEBHOOKS])
     yield
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from chatserver.server.shutdown import Shutdown
     from chatserver.server.supervisor import Supervisor
     from chatserver.services.conversations import ConversationService
+    from chatserver.services.endpoints import TeamEndpointService
     from chatserver.services.messages import MessageService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
@@ -40,6 +41,7 @@ RATE_LIMITER: web.AppKey[KeyedLimiter] = web.AppKey("rate_limiter")
 OPENAPI_DOCUMENT: web.AppKey[dict] = web.AppKey("openapi_document")
 BODY_VALIDATORS: web.AppKey[dict] = web.AppKey("body_validators")
 WEBHOOKS: web.AppKey[WebhookService] = web.AppKey("webhooks")
+TEAM_ENDPOINTS: web.AppKey[TeamEndpointService] = web.AppKey("team_endpoints")
 WEBHOOK_SENDER: web.AppKey[WebhookSender] = web.AppKey("webhook_sender")
 # Optional: the resolver webhook deliveries look names up with (tests map names without DNS).
 WEBHOOK_RESOLVER: web.AppKey[AbstractResolver] = web.AppKey("webhook_resolver")

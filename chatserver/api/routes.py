@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
+from chatserver.api import (
+    conversations,
+    endpoints,
+    health,
+    messages,
+    openapi,
+    tokens,
+    webhooks,
+    workflows,
+)
 from chatserver.api import metrics as metrics_api
 from chatserver.api.static import setup_static
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
@@ -14,6 +23,8 @@ from chatserver.realtime import ws
 
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
+ENDPOINTS = "/webhook-endpoints"
+ENDPOINT = ENDPOINTS + "/{endpoint_id}"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
@@ -43,6 +54,16 @@ ROUTES = [
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
     ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("POST", ENDPOINTS, endpoints.create_endpoint, "create_endpoint"),
+    ("GET", ENDPOINTS, endpoints.list_endpoints, "list_endpoints"),
+    ("GET", ENDPOINT, endpoints.get_endpoint, "get_endpoint"),
+    ("PATCH", ENDPOINT, endpoints.update_endpoint, "update_endpoint"),
+    ("DELETE", ENDPOINT, endpoints.delete_endpoint, "delete_endpoint"),
+    ("POST", ENDPOINT + "/test", endpoints.test_endpoint, "test_endpoint"),
+    ("GET", ENDPOINT + "/deliveries", endpoints.list_endpoint_deliveries,
+     "list_endpoint_deliveries"),
+    ("POST", ENDPOINT + "/deliveries/{delivery_id}/redeliver", endpoints.redeliver_to_endpoint,
+     "redeliver_to_endpoint"),
     ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 

@@ -29,10 +29,10 @@ from typing import Any
 
 import asyncpg
 
+from chatserver.models import MESSAGE_CREATED
 from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_CREATED
 
 log = logging.getLogger(__name__)
 

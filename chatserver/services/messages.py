@@ -17,6 +17,7 @@ from chatserver.auth.keys import Principal
 from chatserver.config import MessageSettings, PerformanceSettings
 from chatserver.models import (
     MEDIA_CONTENT_TYPES,
+    MESSAGE_UPDATED,
     ContentType,
     MessageStatus,
     MessageType,
@@ -30,7 +31,6 @@ from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
 POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id")
 PATCH_FIELDS = ("status", "metadata")

@@ -33,6 +33,8 @@ BODIES: dict[str, Any] = {
     "update_workflow_conversation": {"agent_product_id": 666},
     "connect_to_workflow_conversation": {"intruder": True},
     "create_token": {"user": "mallory"},
+    "create_endpoint": {"url": "http://127.0.0.1:9/mallory", "event_types": ["*"]},
+    "update_endpoint": {"url": "http://127.0.0.1:9/mallory"},
 }
 SOCKET_ROUTE = "conversation_socket"
 HEX = re.compile(r"[0-9a-f]{32}")
@@ -49,7 +51,8 @@ class Tenants:
         self.leaks: list[str] = []
         self.missing = {
             "conversation_id": uuid.uuid4().hex, "message_id": uuid.uuid4().hex,
-            "delivery_id": uuid.uuid4().hex, "id": str(2**62 + secrets.randbelow(2**40)),
+            "delivery_id": uuid.uuid4().hex, "endpoint_id": uuid.uuid4().hex,
+            "id": str(2**62 + secrets.randbelow(2**40)),
             "user_id": str(2**62 + secrets.randbelow(2**40)),
         }
 
@@ -72,13 +75,18 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
         return items
 
     deliveries = await eventually(delivered)
+    _, endpoint, _ = await b.call("POST", "/webhook-endpoints", {
+        "url": receiver.url("/team-b-endpoint"), "event_types": ["*"],
+        "description": "team-b-secret-endpoint"}, expect=201)
     _, workflow, _ = await b.call("POST", "/workflow-conversations",
                                   {"agent_product_id": 7, "user_id": B_USER}, expect=201)
     t.b = {"conversation_id": cid, "message_id": message["id"],
-           "delivery_id": deliveries[0]["id"], "id": str(workflow["id"]),
+           "delivery_id": deliveries[0]["id"], "endpoint_id": endpoint["id"],
+           "id": str(workflow["id"]),
            "user_id": str(B_USER)}
     t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta",
-               created["webhook_secret"], "/team-b-hook", deliveries[0]["id"]]
+               created["webhook_secret"], "/team-b-hook", deliveries[0]["id"],
+               endpoint["id"], endpoint["secret"], "/team-b-endpoint", "team-b-secret-endpoint"]
     return t
 
 
@@ -200,4 +208,6 @@ async def snapshot(b: Api, t: Tenants) -> Any:
     _, workflow, _ = await b.call("GET", f"/workflow-conversations/{t.b['id']}", expect=200)
     _, webhook, _ = await b.call("GET", f"/conversations/{cid}/webhook", expect=200)
     _, deliveries, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
-    return conversation, messages, workflow, webhook, [d["id"] for d in deliveries]
+    _, endpoint, _ = await b.call("GET", f"/webhook-endpoints/{t.b['endpoint_id']}", expect=200)
+    endpoint = {k: v for k, v in endpoint.items() if k != "pending_deliveries"}
+    return conversation, messages, workflow, webhook, [d["id"] for d in deliveries], endpoint
