@@ -26,6 +26,28 @@ HOOK_P50 = ("webhook p50 ms (publish -> received)", "webhook_p50_ms", DOWN)
 HOOK_P99 = ("webhook p99 ms", "webhook_p99_ms", DOWN)
 INVERSIONS = ("messages stored after one sent later (must be 0)", "inversions", DOWN)
 LATE = ("most places late", "most_places_late", DOWN)
+ISOLATION = (("quiet tenant REST p50 ms, baseline", "baseline_p50_ms", DOWN),
+             ("quiet tenant REST p99 ms, baseline", "baseline_p99_ms", DOWN),
+             ("quiet tenant REST p50 ms, other tenant flooding", "flood_p50_ms", DOWN),
+             ("quiet tenant REST p99 ms, other tenant flooding", "flood_p99_ms", DOWN),
+             ("p99 flooding / baseline (target <= 2)", "p99_ratio", DOWN),
+             ("quiet tenant calls failed", "victim_failed", DOWN),
+             ("flood: pings sent", "flood_sent_pings", UP),
+             ("flood: ping sockets closed 1008", "flood_closes_pings_1008", UP),
+             ("flood: message frames sent", "flood_sent_frames", UP),
+             ("flood: frame sockets closed 1008", "flood_closes_frames_1008", UP),
+             ("flood: bad-key REST calls answered 401", "flood_statuses_bad_keys_401", DOWN),
+             ("flood: bad-key REST calls answered 429", "flood_statuses_bad_keys_429", UP),
+             ("flood: bad-key sockets closed 4401", "flood_closes_bad_key_sockets_4401", DOWN),
+             ("flood: bad-key sockets closed 4429", "flood_closes_bad_key_sockets_4429", UP))
+# The limits our other scenarios turn off, back at their defaults.
+DEFAULT_LIMITS = {"CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "100",
+                  "CHATSERVER_LIMITS_SOCKET_FRAMES_PER_SECOND": "20",
+                  "CHATSERVER_LIMITS_MAX_SOCKETS_PER_INSTANCE": "10000"}
+# Loops of each flood of bench/flood.py. Hook: the webhook dispatcher's part of issue 14.3 adds a
+# slow-endpoint flood there and names it here; bench/isolation.py then also reports the quiet
+# tenant's webhook latency.
+FLOODS = {"pings": 4, "frames": 4, "bad_keys": 8, "bad_key_sockets": 4}
 
 
 @dataclass(frozen=True)
@@ -33,15 +55,19 @@ class Sizes:
     idle_steps: tuple[int, ...]
     room: int  # subscribers of the fan-out room
     rooms: int  # many-rooms scenario: rooms of two
+    cluster_rooms: int  # many rooms of five, one Redis against a Redis Cluster
     write_rooms: int
     duration: float
     drain: float
 
 
-FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, write_rooms=50,
-             duration=10.0, drain=10.0)
-QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, write_rooms=10, duration=2.0,
-              drain=5.0)
+FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, cluster_rooms=500,
+             write_rooms=50, duration=10.0, drain=10.0)
+QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, cluster_rooms=100, write_rooms=10,
+              duration=2.0, drain=5.0)
+PRIMARY_CPU = tuple((f"  Redis primary {i} CPU %", f"cpu_pct_redis{i}", DOWN) for i in (1, 2, 3))
+PRIMARY_SHARE = tuple((f"  primary {i}'s share of the publishes %", f"publish_share_{i}", UP)
+                      for i in (1, 2, 3))
 
 
 @dataclass(frozen=True)
@@ -55,9 +81,12 @@ class Scenario:
     servers: tuple[str, ...] = ("ours", "bare", "socketio")
     idle: bool = False
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
+    cluster: bool = False  # our bus on a 3-primary Redis Cluster instead of one Redis
     webhooks: bool = False  # rooms get a callback_url served by the generator
     check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
+    generator: str = "bench.loadgen"  # the module the runner starts as the load generator
+    tenants: int = 0  # teams given a key and a conversation each (spec["tenants"])
 
 
 def _idle_metrics(steps: tuple[int, ...]) -> tuple[tuple[str, str, str], ...]:
@@ -106,6 +135,7 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
         Scenario("5r", f"cross-instance: 2 instances + Redis, 50 msg/s into 1 room x {room}", 1,
                  {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST),
                  instances=2, servers=("ours", "socketio")),
+        *_cluster_scenarios(sizes, fan, timing),
         Scenario("6", "write path: REST posts, 64 concurrent, no subscribers",
                  sizes.write_rooms, {"per_room": 0, "publishers": 64, **timing},
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
@@ -119,4 +149,28 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  sizes.write_rooms, {"per_room": 0, "publishers": 32, "window": 8, "via": "ws",
                                      **timing},
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
+        Scenario("7i", "isolation: a quiet tenant's REST p99 while another tenant floods "
+                 "(pings, message frames, random keys over REST and websockets)", 0,
+                 {"duration": d, "victim_rate": 40.0, "ramp": 1.0, "floods": FLOODS},
+                 (*ISOLATION, CPU), servers=("ours",), ours_env=DEFAULT_LIMITS,
+                 generator="bench.isolation", tenants=2),
+    ]
+
+
+def _cluster_scenarios(sizes: Sizes, fan: tuple[tuple[str, str, str], ...],
+                       timing: dict[str, float]) -> list[Scenario]:
+    """One Redis against a 3-primary Redis Cluster, same load, run one after the other: 5 and 7
+    on one Redis, 5c and 7c on the cluster (a room's traffic lives on the primary of its slot)."""
+    room, rooms = sizes.room, sizes.cluster_rooms
+    split = {"per_room": room, "window": 20, "publishers": 8, **timing}
+    many = {"per_room": 5, "window": 5, "publishers": 50, **timing}
+    many_figures = (MSGS, FANOUT, CPU, *CPU_PARTS, P99, LOST, GEN)
+    return [
+        Scenario("5c", f"cross-instance as 5, on a 3-primary Redis Cluster (1 room x {room})", 1,
+                 split, (*fan, *PRIMARY_CPU), instances=2, servers=("ours",), cluster=True),
+        Scenario("7", f"many rooms: {rooms} x 5 on 2 instances + one Redis", rooms, many,
+                 many_figures, instances=2, servers=("ours",)),
+        Scenario("7c", f"many rooms: {rooms} x 5 on 2 instances + a 3-primary Redis Cluster",
+                 rooms, many, (*many_figures, *PRIMARY_CPU, *PRIMARY_SHARE), instances=2,
+                 servers=("ours",), cluster=True),
     ]

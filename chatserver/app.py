@@ -14,11 +14,13 @@ from aiohttp import web
 from chatserver.api.middlewares import MIDDLEWARES
 from chatserver.api.routes import setup_routes
 from chatserver.appkeys import (
+    AUTH_THROTTLE,
     CONVERSATIONS,
     DB_POOL,
     KEY_CACHE,
     METRICS,
     RATE_LIMITER,
+    SECRET_BOX,
     SETTINGS,
     SHUTDOWN,
     SUPERVISOR,
@@ -33,6 +35,8 @@ from chatserver.db.pool import create_pool
 from chatserver.metrics import Metrics, StateCollector
 from chatserver.ratelimit import KeyedLimiter
 from chatserver.realtime.context import close_sockets, realtime_ctx
+from chatserver.security.box import SecretBox
+from chatserver.security.rotation import reseal_all, warn_without_key
 from chatserver.server.shutdown import Shutdown
 from chatserver.server.supervisor import Supervisor, TaskState
 from chatserver.services.conversations import ConversationService
@@ -47,11 +51,19 @@ log = logging.getLogger(__name__)
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     pool = await create_pool(dsn, settings.database)
     app[DB_POOL] = pool
     watch_pool(app[METRICS], pool)
-    conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks))
+    box = app[SECRET_BOX]
+    warn_without_key(box)
+    try:
+        async with pool.acquire() as conn:
+            await reseal_all(conn, box)
+    except BaseException:
+        await pool.close()  # no start without readable secrets; nothing else holds the pool yet
+        raise
+    conversations = ConversationService(pool, WebhookEndpoints(settings.webhooks, box))
     app[CONVERSATIONS] = conversations
     yield
     await pool.close()
@@ -80,8 +92,9 @@ async def webhook_api_ctx(app: web.Application) -> AsyncIterator[None]:
     """The webhook API's service, once the sender exists (after `webhooks_ctx`)."""
     settings = app[SETTINGS]
     app[WEBHOOKS] = WebhookService(app[DB_POOL], app[CONVERSATIONS], settings.webhooks,
-                                   app[WEBHOOK_SENDER])
-    app[TEAM_ENDPOINTS] = TeamEndpointService(app[DB_POOL], settings.webhooks, app[WEBHOOKS])
+                                   app[WEBHOOK_SENDER], app[SECRET_BOX])
+    app[TEAM_ENDPOINTS] = TeamEndpointService(app[DB_POOL], settings.webhooks, app[WEBHOOKS],
+                                              app[SECRET_BOX])
     yield
 
 
@@ -91,12 +104,18 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[SECRET_BOX] = SecretBox.from_settings(settings.security)
     app[METRICS] = Metrics()
     app[SHUTDOWN] = Shutdown(settings.server.shutdown_timeout)
-    app[KEY_CACHE] = KeyCache(settings.performance.api_key_cache_ttl)
+    performance, limits = settings.performance, settings.limits
+    app[KEY_CACHE] = KeyCache(performance.api_key_cache_ttl,
+                              unknown_ttl=performance.unknown_key_cache_ttl,
+                              unknown_size=performance.unknown_key_cache_size)
     app[RATE_LIMITER] = KeyedLimiter(
         settings.limits.requests_per_second_per_key, settings.limits.request_burst_per_key
     )
+    app[AUTH_THROTTLE] = KeyedLimiter(limits.failed_auths_per_second_per_address,
+                                      limits.failed_auth_burst_per_address)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(supervisor_ctx)
     app.cleanup_ctx.append(webhooks_ctx)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chatserver.realtime.guard import SocketRegistry
     from chatserver.realtime.hub import Hub
     from chatserver.realtime.presence import Presence
+    from chatserver.security.box import SecretBox
     from chatserver.server.shutdown import Shutdown
     from chatserver.server.supervisor import Supervisor
     from chatserver.services.conversations import ConversationService
@@ -38,6 +39,8 @@ MESSAGES: web.AppKey[MessageService] = web.AppKey("messages")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 RATE_LIMITER: web.AppKey[KeyedLimiter] = web.AppKey("rate_limiter")
+# Failed authentications per client address (REST and websocket upgrades).
+AUTH_THROTTLE: web.AppKey[KeyedLimiter] = web.AppKey("auth_throttle")
 OPENAPI_DOCUMENT: web.AppKey[dict] = web.AppKey("openapi_document")
 BODY_VALIDATORS: web.AppKey[dict] = web.AppKey("body_validators")
 WEBHOOKS: web.AppKey[WebhookService] = web.AppKey("webhooks")
@@ -51,6 +54,7 @@ TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")
 SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
+SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

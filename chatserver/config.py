@@ -63,11 +63,14 @@ class DatabaseSettings:
         "choices": ("force_custom_plan", "auto", "force_generic_plan")})
     synchronous_commit: str = field(default="on", metadata={
         "choices": ("on", "remote_apply", "remote_write", "local", "off")})
+    partitions: int = 0
 
 
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = ""
+    cluster: bool = False
+    cluster_refresh_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,13 @@ class LimitSettings:
     request_burst_per_key: int = 200
     socket_frames_per_second: float = 20.0
     socket_frame_burst: int = 40
+    socket_dropped_frames_per_second: int = 100
     socket_frames_in_flight: int = 32
     max_sockets_per_instance: int = 10_000
     max_sockets_per_conversation: int = 1_000
+    max_sockets_per_team: int = 5_000
+    failed_auths_per_second_per_address: float = 10.0
+    failed_auth_burst_per_address: int = 100
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,24 @@ class PerformanceSettings:
     group_commit_max_batch: int = 256
     group_commit_in_flight: int = 2
     api_key_cache_ttl: float = 5.0
+    unknown_key_cache_ttl: float = 5.0
+    unknown_key_cache_size: int = 10_000
     fanout_flush_interval: float = 0.002
     uvloop: bool = True
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    # Encrypts webhook secrets and the token signing key at rest (see chatserver.security.box).
+    secret_key: str = ""
+    # Older keys, still accepted for decryption while rows are re-encrypted with secret_key.
+    previous_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # When set, GET /metrics requires `Authorization: Bearer <token>`.
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +173,8 @@ class Settings:
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     outages: OutageSettings = field(default_factory=OutageSettings)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def load(

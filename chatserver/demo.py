@@ -17,6 +17,7 @@ from chatserver.auth.tokens import TokenSigner, load_secret
 from chatserver.config import Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.db.pool import create_pool
+from chatserver.security.box import SecretBox
 from chatserver.services.conversations import ConversationService
 
 DEMO_PRINCIPAL = Principal(name="demo", team_id=None)
@@ -38,7 +39,7 @@ async def create_demo(
 ) -> tuple[str, list[DemoLink]]:
     """A new conversation, and one page URL with a fresh token per user."""
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     pool = await create_pool(
         dsn, dataclasses.replace(settings.database, pool_min_size=1, pool_max_size=2)
     )
@@ -46,7 +47,8 @@ async def create_demo(
         created = await ConversationService(pool).create(
             DEMO_PRINCIPAL, {"channel": "API", "metadata": {"created_by": "chatserver demo"}}
         )
-        signer = TokenSigner(await load_secret(pool, settings.realtime.token_secret))
+        box = SecretBox.from_settings(settings.security)
+        signer = TokenSigner(await load_secret(pool, settings.realtime.token_secret, box))
     finally:
         await pool.close()
     conversation_id = created["id"]

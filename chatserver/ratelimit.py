@@ -1,5 +1,11 @@
 """Token-bucket rate limits, one bucket per caller, kept in this instance's memory.
 
+Callers are API keys and tokens (`[limits] requests_per_second_per_key`), and client addresses for
+failed authentications (`[limits] failed_auths_per_second_per_address`): an address over that is
+refused before its credentials are looked at, so random keys cost at most that many lookups. A
+websocket closed for flooding spends a whole burst of its address's bucket (`penalize`), so the
+address is refused before authentication until it has earned that back.
+
 Each instance limits on its own (a caller spread over N instances gets up to N times the rate);
 that keeps the hot path free of Redis round trips, as Centrifugo's per-node limits do.
 """
@@ -29,6 +35,11 @@ class TokenBucket:
             return 0.0
         return (1 - self.tokens) / self.rate
 
+    def wait(self, now: float) -> float:
+        """0 if a token is available, else the seconds until one is; nothing is taken."""
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
 
 class KeyedLimiter:
     """Buckets by key; the least recently used are forgotten past `max_keys` (a full bucket)."""
@@ -55,3 +66,15 @@ class KeyedLimiter:
         else:
             self._buckets.move_to_end(key)
         return bucket.take(time.monotonic())
+
+    def wait(self, key: Hashable) -> float:
+        """0 when `key` may go ahead; otherwise how long to wait, in seconds. Takes nothing."""
+        bucket = self._buckets.get(key) if self.enabled else None
+        return 0.0 if bucket is None else bucket.wait(time.monotonic())
+
+    def penalize(self, key: Hashable, tokens: float) -> None:
+        """Spend `tokens` of `key`'s bucket at once, into debt: it waits until they are earned."""
+        if not self.enabled:
+            return
+        self.take(key)
+        self._buckets[key].tokens -= tokens - 1

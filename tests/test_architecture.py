@@ -15,14 +15,15 @@ PACKAGE = REPO / "chatserver"
 FORBIDDEN = {
     # The Python client talks to a server over HTTP only: it imports nothing of it.
     "client": {"api", "app", "appkeys", "auth", "bus", "cli", "config", "db", "metrics", "models",
-               "openapi", "problems", "ratelimit", "realtime", "server", "services", "store",
-               "validation", "webhooks"},
+               "openapi", "problems", "ratelimit", "realtime", "security", "server", "services",
+               "store", "validation", "webhooks"},
     "store": {"api", "realtime", "services", "webhooks", "bus", "app", "cli", "server", "appkeys"},
     "db": {"api", "realtime", "services", "webhooks", "bus", "store", "app", "cli", "appkeys"},
     "bus": {"api", "realtime", "services", "webhooks", "store", "app", "cli", "appkeys"},
     "webhooks": {"api", "realtime", "services", "app", "cli"},
     "services": {"api", "realtime", "app", "cli"},
     "auth": {"api", "realtime", "services", "webhooks", "app", "cli"},
+    "security": {"api", "realtime", "services", "webhooks", "auth", "bus", "app", "cli", "server"},
     "realtime": {"api", "app", "cli"},
     "server": {"api", "realtime", "services", "webhooks", "store", "bus", "db", "app", "cli"},
     "api": {"app", "cli"},

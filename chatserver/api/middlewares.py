@@ -13,7 +13,9 @@
 5. `outage_middleware`: whatever escapes a handler and means "the database is away" (see
    `chatserver.db.errors`) becomes a 503 with code `unavailable` and a Retry-After of
    `[outages] retry_after` seconds. Nothing is remembered: the next request tries the pool again.
-6. `auth_middleware`: every route but the public ones needs a bearer credential; rate limits.
+6. `auth_middleware`: every route but the public ones needs a bearer credential; rate limits
+   (failed authentications per client address before the credential is looked at, then requests
+   per key).
 7. `schema_middleware`: request bodies checked against the OpenAPI document.
 """
 
@@ -30,6 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from chatserver.appkeys import (
+    AUTH_THROTTLE,
     BODY_VALIDATORS,
     DB_POOL,
     KEY_CACHE,
@@ -171,10 +174,17 @@ async def outage_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.match_info.http_exception is not None or route_name(request) in PUBLIC_ROUTES:
         return await handler(request)
+    # An address that failed too often is refused before its credential costs a lookup.
+    address, throttle = request.remote or "", request.app[AUTH_THROTTLE]
+    if wait := throttle.wait(address):
+        request.app[METRICS].rate_limited.labels("failed_auths_per_address").inc()
+        raise Problem(429, "too many failed authentications from this address; retry later",
+                      headers={"Retry-After": str(math.ceil(wait))})
     token = bearer_token(request)
     who = await authenticate(request.app[DB_POOL], request.app[TOKENS], token,
                              request.app[KEY_CACHE])
     if who is None:
+        throttle.take(address)
         raise unauthorized("unknown or revoked API key, or a bad or expired token")
     if who.conversation_id is not None and route_name(request) not in TOKEN_ROUTES:
         raise Problem(403, "a browser token may only read its conversation's messages")

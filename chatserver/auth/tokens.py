@@ -1,7 +1,8 @@
 """Browser tokens: short-lived HS256 JWTs scoped to one conversation and one user.
 
 The signing secret is `[realtime] token_secret` when set, otherwise one generated on first start
-and kept in Postgres, so a token minted by any instance works on every other. A token's principal
+and kept in Postgres (encrypted when `[security] secret_key` is set), so a token minted by any
+instance works on every other. A token's principal
 carries its conversation, which limits it to that conversation's socket and history.
 """
 
@@ -17,6 +18,7 @@ import jwt
 
 from chatserver.auth.keycache import KeyCache
 from chatserver.auth.keys import KEY_SCHEME, Principal, principal_for_key
+from chatserver.security.box import SecretBox
 from chatserver.store import secrets as secret_store
 
 ALGORITHM = "HS256"
@@ -24,11 +26,14 @@ AUDIENCE = "chatserver"
 SECRET_NAME = "browser_tokens"
 
 
-async def load_secret(pool: asyncpg.Pool, configured: str) -> bytes:
+async def load_secret(pool: asyncpg.Pool, configured: str, box: SecretBox | None = None) -> bytes:
     if configured:
         return configured.encode()
+    box = box or SecretBox()
     async with pool.acquire() as conn:
-        return await secret_store.get_or_create_secret(conn, SECRET_NAME, secrets.token_bytes(64))
+        stored = await secret_store.get_or_create_secret(
+            conn, SECRET_NAME, box.seal_bytes(secrets.token_bytes(64)))
+    return box.open_bytes(stored)
 
 
 class TokenSigner:

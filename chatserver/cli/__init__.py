@@ -1,5 +1,5 @@
 """The `chatserver` command: serve, worker (the webhook dispatcher alone), migrate, API key
-management, and a demo."""
+management, re-encryption of stored secrets, and a demo."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from chatserver.cli.serve import run_serve
 from chatserver.config import Settings
 from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.demo import create_demo
+from chatserver.security.box import SecretBox
+from chatserver.security.rotation import reseal_all
 from chatserver.server.logs import setup_logging
 from chatserver.store import api_keys
 from chatserver.webhooks.context import run_dispatcher
@@ -38,14 +40,27 @@ def load_settings(path: str | None) -> Settings:
 
 async def _with_db(settings: Settings) -> asyncpg.Connection:
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     return await asyncpg.connect(dsn)
 
 
 async def run_migrate(settings: Settings) -> None:
     dsn = await resolve_dsn(settings)
-    applied = await run_migrations(dsn)
+    applied = await run_migrations(dsn, partitions=settings.database.partitions)
     print(f"applied {len(applied)} migration(s): {applied}" if applied else "schema is up to date")
+
+
+async def run_secrets_rotate(settings: Settings) -> None:
+    box = SecretBox.from_settings(settings.security)
+    if not box.enabled:
+        print("[security] secret_key is not set: nothing to encrypt", file=sys.stderr)
+        return
+    conn = await _with_db(settings)
+    try:
+        changed = await reseal_all(conn, box)
+    finally:
+        await conn.close()
+    print(f"re-encrypted {changed} row(s) with [security] secret_key")
 
 
 async def run_keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -122,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list", help="list keys (never the secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=key_id, help="the key's id, as `keys list` shows it")
+    secrets = sub.add_parser("secrets", help="secrets stored in the database")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    secrets_sub.add_parser("rotate", help="re-encrypt every stored secret with [security] "
+                           "secret_key (plain-text rows and rows under previous_keys)")
     demo = sub.add_parser("demo", help="create a conversation and browser tokens; print page URLs")
     demo.add_argument("--user", action="append", type=user_name,
                       help="a user to make a token for (repeat; default: alice and bob)")
@@ -151,6 +170,9 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "keys":
         require_existing_database(settings)
         return asyncio.run(run_keys(settings, args))
+    elif args.command == "secrets":
+        require_existing_database(settings)
+        asyncio.run(run_secrets_rotate(settings))
     elif args.command == "demo":
         require_existing_database(settings)
         asyncio.run(run_demo(settings, args))

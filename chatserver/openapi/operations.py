@@ -59,7 +59,8 @@ OPERATIONS: dict[str, Operation] = {
     "healthz": Operation("Liveness: the process is up.", ref("Health"), public=True, errors=()),
     "readyz": Operation("Readiness: database, bus and background tasks are healthy.",
                         ref("Health"), public=True, errors=(503,)),
-    "metrics": Operation("Prometheus metrics.", {"type": "string"}, public=True, errors=(),
+    "metrics": Operation("Prometheus metrics (a bearer token when `[metrics] token` is set).",
+                         {"type": "string"}, public=True, errors=(401,),
                          content_type="text/plain"),
     "openapi": Operation("This document.", {"type": "object"}, public=True, errors=()),
     "create_conversation": Operation(

@@ -2,9 +2,14 @@
 
 Every refusal happens after the upgrade, as a close code a browser can read:
 4403 an Origin outside `[realtime] allowed_origins`, 1013 the instance is full
-(`[limits] max_sockets_per_instance`), 4429 the conversation is full on this instance
-(`[limits] max_sockets_per_conversation`). An open socket that sends frames faster than
-`[limits] socket_frames_per_second` gets `rate_limited` error frames and stays open.
+(`[limits] max_sockets_per_instance`), 4429 the conversation or the team is full on this instance
+(`[limits] max_sockets_per_conversation`, `max_sockets_per_team`).
+
+Every client frame, text or control (ping, pong), takes a token of the socket's frame budget
+(`[limits] socket_frames_per_second`, `socket_frame_burst`). A frame over it is dropped unread (no
+JSON parsing, no pong), and the socket gets at most one `rate_limited` error frame per
+`RATE_LIMITED_INTERVAL`; a socket that gets more than `[limits] socket_dropped_frames_per_second`
+frames dropped within one second is flooding and is closed with 1008 (policy violation).
 
 Each heartbeat interval one query checks the API keys of every open socket on the instance; sockets
 whose key was revoked, or whose browser token expired, are closed with 4401.
@@ -13,6 +18,7 @@ whose key was revoked, or whose browser token expired, are closed with 4401.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import time
@@ -37,8 +43,12 @@ log = logging.getLogger(__name__)
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_CONVERSATION_FULL = 4429
 CLOSE_INSTANCE_FULL = int(WSCloseCode.TRY_AGAIN_LATER)  # 1013
+CLOSE_TEAM_FULL = 4429
 CLOSE_CREDENTIALS_GONE = 4401
 CREDENTIALS_GONE_REASON = "credentials revoked or expired"
+CLOSE_FLOODING = int(WSCloseCode.POLICY_VIOLATION)  # 1008
+FLOODING_REASON = "too many frames over the rate limit"
+RATE_LIMITED_INTERVAL = 1.0  # seconds between two rate_limited error frames to one socket
 
 
 class Closable(Protocol):
@@ -68,32 +78,59 @@ class RateLimited(Problem):
         self.retry_after = math.ceil(retry_after * 1000) / 1000
 
 
-class FrameLimiter:
-    """One socket's token bucket (off when the rate is 0)."""
+class Verdict(enum.Enum):
+    """What to do with one client frame."""
+
+    HANDLE = "handle"
+    DROP = "drop"  # over the rate: dropped unread
+    TELL = "tell"  # dropped, and the socket gets a rate_limited error frame
+    CLOSE = "close"  # flooding: close the socket with 1008
+
+
+class FrameBudget:
+    """One socket's frame budget: a token bucket (off when the rate is 0), the dropped frames of
+    the current second, and when the socket was last told it is rate limited."""
+
+    __slots__ = ("bucket", "counted", "flood_max", "second", "dropped", "told_at")
 
     def __init__(self, limits: LimitSettings, metrics: Metrics) -> None:
         rate = limits.socket_frames_per_second
         self.bucket = TokenBucket(rate, max(limits.socket_frame_burst, 1)) if rate > 0 else None
-        self.metrics = metrics
+        self.counted = metrics.rate_limited.labels("socket_frames")
+        self.flood_max = limits.socket_dropped_frames_per_second
+        self.second = self.dropped = 0
+        self.told_at = -math.inf
 
-    def take(self) -> float:
-        """0 when the frame may be handled, else the seconds until the next one may."""
+    def take(self) -> tuple[Verdict, float]:
+        """The verdict on the next frame, and the seconds until a frame may be handled again."""
         if self.bucket is None:
-            return 0.0
-        wait = self.bucket.take(time.monotonic())
-        if wait:
-            self.metrics.rate_limited.labels("socket_frames").inc()
-        return wait
+            return Verdict.HANDLE, 0.0
+        now = time.monotonic()
+        wait = self.bucket.take(now)
+        if not wait:
+            return Verdict.HANDLE, 0.0
+        self.counted.inc()
+        if int(now) != self.second:
+            self.second, self.dropped = int(now), 0
+        self.dropped += 1
+        if self.flood_max and self.dropped > self.flood_max:
+            return Verdict.CLOSE, wait
+        if now - self.told_at >= RATE_LIMITED_INTERVAL:
+            self.told_at = now
+            return Verdict.TELL, wait
+        return Verdict.DROP, wait
 
 
 class SocketRegistry:
-    """The instance's open sockets, counted per conversation, with the open-sockets gauge."""
+    """The instance's open sockets, counted per conversation and per team, with the open-sockets
+    gauge. Admin keys belong to no team and count against the instance cap only."""
 
     def __init__(self, limits: LimitSettings, metrics: Metrics) -> None:
         self.limits = limits
         self.metrics = metrics
         self.sockets: set[OpenSocket] = set()
         self.per_conversation: Counter[uuid.UUID] = Counter()
+        self.per_team: Counter[int] = Counter()
 
     def admit(self, sock: OpenSocket) -> tuple[int, str] | None:
         """Add the socket, or the (close code, reason) to refuse it with."""
@@ -103,8 +140,14 @@ class SocketRegistry:
         per_conversation = self.limits.max_sockets_per_conversation
         if per_conversation and self.per_conversation[sock.conversation_id] >= per_conversation:
             return CLOSE_CONVERSATION_FULL, "too many sockets on this conversation"
+        team = sock.principal.team_id
+        per_team = self.limits.max_sockets_per_team
+        if per_team and team is not None and self.per_team[team] >= per_team:
+            return CLOSE_TEAM_FULL, "too many sockets for this team on this instance"
         self.sockets.add(sock)
         self.per_conversation[sock.conversation_id] += 1
+        if team is not None:
+            self.per_team[team] += 1
         self.metrics.sockets_open.inc()
         return None
 
@@ -115,6 +158,11 @@ class SocketRegistry:
         self.per_conversation[sock.conversation_id] -= 1
         if self.per_conversation[sock.conversation_id] <= 0:
             del self.per_conversation[sock.conversation_id]
+        team = sock.principal.team_id
+        if team is not None:
+            self.per_team[team] -= 1
+            if self.per_team[team] <= 0:
+                del self.per_team[team]
         self.metrics.sockets_open.dec()
 
     async def recheck(self, pool: asyncpg.Pool) -> int:

@@ -1,5 +1,10 @@
 """A websocket's client frames: read, rate-limited, handled in order, answered with ack or error.
 
+Each frame, text or control, first takes a token of the socket's frame budget
+(`chatserver.realtime.guard.FrameBudget`) before anything else is done with it: over the budget
+it is dropped unread, a ping is not answered, and a flood closes the socket with 1008. Pings are
+answered here (the socket is made with `autoping=False`) so that they count like any frame.
+
 A client that sends several messages without waiting for each ack (a server-side integration, a
 burst of pasted lines) gets them handled together: each frame is handled by a task started in the
 order the frames were read, so the messages reach the group committer in that order (and get
@@ -22,12 +27,18 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import HUB, MESSAGES, METRICS, SETTINGS
+from chatserver.appkeys import AUTH_THROTTLE, HUB, MESSAGES, METRICS, SETTINGS
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
 from chatserver.problems import Problem, unavailable
 from chatserver.realtime.frames import frame
-from chatserver.realtime.guard import FrameLimiter, RateLimited
+from chatserver.realtime.guard import (
+    CLOSE_FLOODING,
+    FLOODING_REASON,
+    FrameBudget,
+    RateLimited,
+    Verdict,
+)
 from chatserver.realtime.sendqueue import SocketSender
 from chatserver.validation import parse_json_object
 
@@ -41,6 +52,7 @@ class Session:
     principal: Principal
     conversation_id: uuid.UUID
     since: int | None
+    address: str  # the client's, for the limits per address
 
 
 class FramePipeline:
@@ -87,13 +99,26 @@ async def receive(
     app: web.Application, ws: web.WebSocketResponse, sender: SocketSender, session: Session
 ) -> None:
     limits = app[SETTINGS].limits
-    limiter = FrameLimiter(limits, app[METRICS])
+    budget = FrameBudget(limits, app[METRICS])
     pipeline = FramePipeline(limits.socket_frames_in_flight,
                              lambda exc: sender.close_soon(*close_for(exc)))
     try:
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await pipeline.start(handle_text(app, sender, session, msg.data, limiter))
+            verdict, wait = budget.take()
+            if verdict is Verdict.CLOSE:
+                log.info("closing a websocket on %s: it floods frames",
+                         session.conversation_id.hex)
+                # Its address opens nothing more until it has earned a full burst back.
+                app[AUTH_THROTTLE].penalize(session.address, limits.failed_auth_burst_per_address)
+                await sender.shut(CLOSE_FLOODING, FLOODING_REASON, hear_back=False)
+                return
+            if verdict is not Verdict.HANDLE:
+                if verdict is Verdict.TELL:
+                    sender.push(error_frame(RateLimited(wait), None))
+            elif msg.type is WSMsgType.TEXT:
+                await pipeline.start(handle_text(app, sender, session, msg.data))
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 await sender.shut(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
                 return
@@ -102,15 +127,12 @@ async def receive(
 
 
 async def handle_text(
-    app: web.Application, sender: SocketSender, session: Session, raw: str, limiter: FrameLimiter
+    app: web.Application, sender: SocketSender, session: Session, raw: str
 ) -> None:
     client_id = None
-    wait = limiter.take()  # every frame counts, also one that turns out broken
     try:
         data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
         client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
-        if wait:
-            raise RateLimited(wait)
         kind = data.pop("type", None)
         if kind == "message":
             await post(app, sender, session, data)

@@ -250,14 +250,22 @@ class SocketSender:
         """`shut` from code that cannot wait for it (`stop` does)."""
         self._closer = asyncio.create_task(self.shut(code, reason))
 
-    async def shut(self, code: int, reason: str) -> None:
-        """Stop sending and close the socket with `code` (never waits on a full queue)."""
+    async def shut(self, code: int, reason: str, *, hear_back: bool = True) -> None:
+        """Stop sending and close the socket with `code` (never waits on a full queue).
+
+        `hear_back=False` sends the close frame and then drops the connection instead of waiting
+        for the peer's close frame: waiting means reading (and parsing) whatever a flooding
+        peer sends until then, for up to `close_timeout` seconds.
+        """
         if self.closing:
             return
         self.closing = True
         self.queue.clear()
         self.pending.clear()
         await self._stop_writer()
+        if not hear_back and self.transport is not None:
+            # Runs once ws.close below has written the close frame; close() flushes it.
+            asyncio.get_running_loop().call_soon(self.transport.close)
         try:
             # Sending the close frame itself waits while the peer reads nothing: bound it.
             async with asyncio.timeout(self.close_timeout):

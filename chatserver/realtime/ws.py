@@ -1,8 +1,10 @@
 """The websocket endpoint /ws/conversations/{id}: authenticate, replay, then live frames.
 
 Refusals happen after the upgrade, with a close code a browser can read: 4401 bad credentials,
+4429 too many failed authentications from the client's address (`[limits]
+failed_auths_per_second_per_address`, checked before the credential is looked at),
 4404 unknown conversation, 4400 bad request (e.g. `since` above the conversation's last seq),
-4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `socketguard`).
+4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `guard`), 1008 a flood.
 1013 (try again later) while the database is unreachable. A frame that cannot be stored then gets
 an `unavailable` error frame with `retry_after`, and the socket stays.
 Client frames are handled in the order read, up to `[limits] socket_frames_in_flight` at once
@@ -21,9 +23,12 @@ import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatserver.appkeys import (
+    AUTH_THROTTLE,
     CONVERSATIONS,
     DB_POOL,
     HUB,
+    KEY_CACHE,
+    METRICS,
     PRESENCE,
     SETTINGS,
     SOCKETS,
@@ -52,6 +57,7 @@ BEARER_PROTOCOL_PREFIX = "bearer."
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+CLOSE_THROTTLED = 4429
 
 
 class Refusal(Exception):
@@ -92,9 +98,16 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
         conversation_id = parse_hex_id(request.match_info["conversation_id"])
     except Problem:
         raise Refusal(CLOSE_NOT_FOUND, "conversation not found") from None
+    # An address that failed too often is refused before its credential costs a lookup.
+    address, throttle = request.remote or "", app[AUTH_THROTTLE]
+    if throttle.wait(address):
+        app[METRICS].rate_limited.labels("failed_auths_per_address").inc()
+        raise Refusal(CLOSE_THROTTLED, "too many failed authentications from this address")
     cred = credential(request)
-    who = await authenticate(app[DB_POOL], app[TOKENS], cred) if cred else None
+    who = await authenticate(app[DB_POOL], app[TOKENS], cred, app[KEY_CACHE]) if cred else None
     if who is None:
+        if cred:
+            throttle.take(address)
         raise Refusal(CLOSE_UNAUTHORIZED, "missing, unknown, expired or revoked credentials")
     try:
         row = await app[CONVERSATIONS].get_row(who, conversation_id)
@@ -103,7 +116,7 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
     since = parse_since(request)
     if since is not None and since > row["last_seq"]:
         raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
-    return Session(who, conversation_id, since), row["last_seq"]
+    return Session(who, conversation_id, since, address), row["last_seq"]
 
 
 async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
@@ -111,6 +124,7 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,), heartbeat=settings.heartbeat or None, compress=settings.compress,
         max_msg_size=settings.max_frame_bytes, timeout=settings.close_timeout,
+        autoping=False,  # pings are answered by `inbound.receive`, within the frame budget
     )
     await ws.prepare(request)
     try:

@@ -17,6 +17,7 @@ from chatserver.auth.keys import Principal
 from chatserver.config import WebhookSettings
 from chatserver.models import iso
 from chatserver.problems import Problem, ValidationProblem, not_found
+from chatserver.security.box import SecretBox
 from chatserver.services import cursors
 from chatserver.services.webhooks import WebhookService, endpoint_json
 from chatserver.store import webhooks as store
@@ -44,9 +45,11 @@ def team_endpoint_json(row: Any, pending: int) -> dict[str, Any]:
 
 class TeamEndpointService:
     def __init__(
-        self, pool: asyncpg.Pool, settings: WebhookSettings, webhooks: WebhookService
+        self, pool: asyncpg.Pool, settings: WebhookSettings, webhooks: WebhookService,
+        box: SecretBox | None = None,
     ) -> None:
         self.pool = pool
+        self.box = box or SecretBox()
         self.settings = settings
         self.webhooks = webhooks
         self.policy = AddressPolicy(settings.allowed_networks)
@@ -113,8 +116,8 @@ class TeamEndpointService:
                 raise Problem(409, f"the team has {self.settings.max_endpoints_per_team} "
                                    "webhook endpoints already ([webhooks] "
                                    "max_endpoints_per_team)", code="too_many_endpoints")
-            row = await store.create_team_endpoint(conn, team_id, url, secret, event_types,
-                                                   description, disabled)
+            row = await store.create_team_endpoint(conn, team_id, url, self.box.seal(secret),
+                                                   event_types, description, disabled)
         return team_endpoint_json(row, 0) | {"secret": secret}
 
     async def list_page(

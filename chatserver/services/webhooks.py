@@ -17,6 +17,7 @@ from chatserver.auth.keys import Principal
 from chatserver.config import WebhookSettings
 from chatserver.models import WEBHOOK_TEST, iso
 from chatserver.problems import Problem, not_found
+from chatserver.security.box import SecretBox
 from chatserver.services.conversations import ConversationService
 from chatserver.store import webhooks as store
 from chatserver.webhooks.dispatcher import job_body, job_secrets
@@ -79,9 +80,10 @@ def delivery_json(row: Any, attempts: list[Any]) -> dict[str, Any]:
 class WebhookService:
     def __init__(
         self, pool: asyncpg.Pool, conversations: ConversationService, settings: WebhookSettings,
-        sender: WebhookSender,
+        sender: WebhookSender, box: SecretBox | None = None,
     ) -> None:
         self.pool = pool
+        self.box = box or SecretBox()
         self.conversations = conversations
         self.settings = settings
         self.sender = sender
@@ -116,11 +118,12 @@ class WebhookService:
         await self._conversation(principal, conversation_id)
         async with self.pool.acquire() as conn, conn.transaction():
             await self._endpoint(conn, conversation_id)
+            secret = new_secret()
             row = await store.rotate_secret(
-                conn, conversation_id, new_secret(), self.settings.secret_grace_period
+                conn, conversation_id, self.box.seal(secret), self.settings.secret_grace_period
             )
         return {
-            "webhook_secret": row["secret"],
+            "webhook_secret": secret,
             "previous_secret_expires_at": _when(row["previous_secret_expires_at"]),
         }
 
@@ -160,7 +163,8 @@ class WebhookService:
             raise not_found("webhook delivery")
         if not job["url"]:
             raise no_webhook()
-        result = await self.sender.send(job["url"], job["id"].hex, job_body(job), job_secrets(job))
+        result = await self.sender.send(job["url"], job["id"].hex, job_body(job),
+                                       job_secrets(job, self.box))
         async with self.pool.acquire() as conn, conn.transaction():
             await self._record_manual(conn, delivery_id, result)
             if result.ok:
@@ -186,7 +190,7 @@ class WebhookService:
         job = {**endpoint, "id": delivery_id, "payload": payload,
                "previous_secret": _live_previous_secret(endpoint)}
         result = await self.sender.send(endpoint["url"], delivery_id.hex, job_body(job),
-                                        job_secrets(job))
+                                        job_secrets(job, self.box))
         async with self.pool.acquire() as conn, conn.transaction():
             await store.insert_finished(
                 conn, delivery_id, endpoint["id"], endpoint["conversation_id"], WEBHOOK_TEST,

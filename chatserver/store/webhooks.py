@@ -297,6 +297,15 @@ COUNT_PENDING = """
 SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'
 """
 
+LOCK_ENDPOINT_SECRETS = """
+SELECT id, secret, previous_secret FROM webhook_endpoints ORDER BY id FOR UPDATE
+"""
+ANY_SEALED_ENDPOINT_SECRET = """
+SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE secret LIKE $1 OR previous_secret LIKE $1)
+"""
+UPDATE_ENDPOINT_SECRETS = """
+UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1
+"""
 COUNT_ALL_PENDING = "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'"
 
 # --- team endpoints --------------------------------------------------------------------------
@@ -552,3 +561,20 @@ async def count_pending(conn: Any, endpoint_id: uuid.UUID) -> int:
 async def count_all_pending(conn: Any) -> int:
     """Deliveries waiting to go out, over every endpoint (the queue depth metric)."""
     return await conn.fetchval(COUNT_ALL_PENDING)
+
+
+async def lock_endpoint_secrets(conn: Any) -> list[asyncpg.Record]:
+    """Every endpoint's stored secrets, locked until the transaction ends (for re-encryption)."""
+    rows: list[asyncpg.Record] = await conn.fetch(LOCK_ENDPOINT_SECRETS)
+    return rows
+
+
+async def update_endpoint_secrets(
+    conn: Any, endpoint_id: uuid.UUID, secret: str, previous_secret: str | None
+) -> None:
+    await conn.execute(UPDATE_ENDPOINT_SECRETS, endpoint_id, secret, previous_secret)
+
+
+async def any_sealed_endpoint_secret(conn: Any, prefix: str) -> bool:
+    """Whether any endpoint secret is stored in the encrypted form starting with `prefix`."""
+    return bool(await conn.fetchval(ANY_SEALED_ENDPOINT_SECRET, prefix + "%"))

@@ -35,6 +35,7 @@ from chatserver.db.bootstrap import resolve_dsn, run_migrations
 from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.db.pool import create_pool
 from chatserver.metrics import Metrics, StateCollector
+from chatserver.security.box import SecretBox
 from chatserver.server.supervisor import Supervisor
 from chatserver.store import webhooks as webhook_store
 from chatserver.webhooks.dispatcher import Dispatcher
@@ -101,7 +102,9 @@ class DispatcherRunner:
 def dispatcher_runner(
     pool: asyncpg.Pool, settings: Settings, sender: WebhookSender, metrics: Metrics | None = None
 ) -> DispatcherRunner:
-    return DispatcherRunner(lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics))
+    box = SecretBox.from_settings(settings.security)
+    return DispatcherRunner(
+        lambda: Dispatcher(pool, settings.webhooks, sender, metrics=metrics, box=box))
 
 
 class QueueDepth:
@@ -160,13 +163,14 @@ async def run_dispatcher(settings: Settings, *, burst: bool = False) -> None:
     """`chatserver worker`: a supervised dispatcher in a process of its own, until SIGINT/SIGTERM
     (or, with `burst`, until nothing is due)."""
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     pool = await create_pool(dsn, settings.database)
     sender = WebhookSender(settings.webhooks)
     await sender.start()
     try:
         if burst:
-            await Dispatcher(pool, settings.webhooks, sender, burst=True).main()
+            box = SecretBox.from_settings(settings.security)
+            await Dispatcher(pool, settings.webhooks, sender, burst=True, box=box).main()
             return
         runner = dispatcher_runner(pool, settings, sender).start(Supervisor())
         stop = asyncio.Event()

@@ -36,8 +36,9 @@ import asyncpg
 import orjson
 
 from chatserver.config import WebhookSettings
-from chatserver.db.errors import UNAVAILABLE_ERRORS
+from chatserver.db.errors import TRANSIENT_ERRORS, UNAVAILABLE_ERRORS
 from chatserver.metrics import Metrics
+from chatserver.security.box import SecretBox
 from chatserver.store import webhooks as store
 from chatserver.webhooks.schedule import Decision, Verdict, decide
 from chatserver.webhooks.sender import AttemptResult, WebhookSender
@@ -54,12 +55,14 @@ _STATUS = {
     Verdict.FAILED: "failed",
     Verdict.RETRY: "pending",
     Verdict.GONE: "pending",  # held until the endpoint is enabled again
+    Verdict.REFUSED: "failed",  # terminal: the SSRF guard refused the callback_url
 }
 
 
-def job_secrets(job: Any) -> list[str]:
-    """The current secret, and the previous one while its rotation grace period lasts."""
-    return [s for s in (job["secret"], job["previous_secret"]) if s]
+def job_secrets(job: Any, box: SecretBox) -> list[str]:
+    """The current secret, and the previous one while its rotation grace period lasts (decrypted
+    when stored encrypted)."""
+    return [box.open(s) for s in (job["secret"], job["previous_secret"]) if s]
 
 
 def job_body(job: Any) -> bytes:
@@ -70,8 +73,10 @@ class Dispatcher:
     def __init__(
         self, pool: asyncpg.Pool, settings: WebhookSettings, sender: WebhookSender, *,
         burst: bool = False, name: str | None = None, metrics: Metrics | None = None,
+        box: SecretBox | None = None,
     ) -> None:
         self.pool = pool
+        self.box = box or SecretBox()
         self.settings = settings
         self.sender = sender
         self.burst = burst
@@ -200,7 +205,8 @@ class Dispatcher:
     # --- sending -------------------------------------------------------------------------------
 
     async def _deliver(self, job: Any) -> None:
-        result = await self.sender.send(job["url"], job["id"].hex, job_body(job), job_secrets(job))
+        result = await self.sender.send(job["url"], job["id"].hex, job_body(job),
+                                       job_secrets(job, self.box))
         decision = decide(result, job["scheduled_failures"], self.settings)
         if self.metrics is not None:
             self.metrics.webhook_attempts.labels(decision.verdict.value).inc()
@@ -263,6 +269,10 @@ class Dispatcher:
 
     @staticmethod
     def _log_failure(job: Any, result: AttemptResult, decision: Decision) -> None:
+        if decision.verdict is Verdict.REFUSED:
+            log.warning("webhook %s to conversation %s refused, not retried: %s",
+                        job["id"].hex, job["conversation_id"].hex, result.error)
+            return
         log.info(
             "webhook %s to endpoint %s failed (status %s%s): %s%s",
             job["id"].hex, job["endpoint_id"].hex, result.status_code,
@@ -281,7 +291,7 @@ class Dispatcher:
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("webhook LISTEN connection lost (%s); retrying in %.0f s", exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)

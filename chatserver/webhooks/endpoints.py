@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from chatserver.config import WebhookSettings
+from chatserver.security.box import SecretBox
 from chatserver.store import webhooks as store
 from chatserver.webhooks.signing import new_secret
 from chatserver.webhooks.ssrf import AddressPolicy
@@ -19,8 +20,11 @@ from chatserver.webhooks.ssrf import AddressPolicy
 class WebhookEndpoints:
     """What the conversation service calls: URL checks and endpoint upkeep."""
 
-    def __init__(self, settings: WebhookSettings | None = None) -> None:
+    def __init__(
+        self, settings: WebhookSettings | None = None, box: SecretBox | None = None
+    ) -> None:
         self.settings = settings or WebhookSettings()
+        self.box = box or SecretBox()
         self.policy = AddressPolicy(self.settings.allowed_networks)
 
     def check_url(self, url: str) -> str | None:
@@ -36,10 +40,11 @@ class WebhookEndpoints:
         if not url:
             await store.clear_endpoint_url(conn, conversation_id)
             return None
-        row = await store.upsert_endpoint(conn, conversation_id, url, new_secret())
+        secret = new_secret()
+        row = await store.upsert_endpoint(conn, conversation_id, url, self.box.seal(secret))
         if reenable and row["disabled_at"] is not None:
             await store.enable_endpoint(conn, conversation_id)
-        return row["secret"] if row["inserted"] else None
+        return secret if row["inserted"] else None
 
 
 def with_webhook_secret(conversation: dict[str, Any], secret: str | None) -> dict[str, Any]:

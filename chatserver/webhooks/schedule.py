@@ -1,8 +1,10 @@
 """What follows an attempt: success, a retry after a jittered delay, failure, or a gone endpoint.
 
-2xx succeeds; 410 stops delivery to the endpoint; everything else (3xx included: redirects are
-never followed) retries along `[webhooks] schedule`. Timeouts, 429, 502, 503 and 504 wait at least
-`backoff_floor` and honour `Retry-After` (seconds or an HTTP date, capped at `retry_after_max`).
+2xx succeeds; an attempt the SSRF guard refused fails at once (waiting will not make the address
+allowed, so a row stored before a stricter check is not retried forever); 410 stops delivery to the
+endpoint; everything else (3xx included: redirects are never followed) retries along
+`[webhooks] schedule`. Timeouts, 429, 502, 503 and 504 wait at least `backoff_floor` and honour
+`Retry-After` (seconds or an HTTP date, capped at `retry_after_max`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Verdict(StrEnum):
     RETRY = "retry"
     FAILED = "failed"
     GONE = "gone"
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ def decide(
     """The verdict after a scheduled attempt, given how many scheduled attempts failed before it."""
     if result.ok:
         return Decision(Verdict.SUCCEEDED)
+    if result.refused:
+        return Decision(Verdict.REFUSED)
     if result.status_code == GONE:
         return Decision(Verdict.GONE)
     if failures_before >= len(settings.schedule):

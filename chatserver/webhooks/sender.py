@@ -34,6 +34,8 @@ class AttemptResult:
     duration_ms: int = 0
     retry_after: str | None = None
     timed_out: bool = False
+    # The SSRF guard stopped it before any connection: nothing was sent, nothing read.
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -74,7 +76,7 @@ class WebhookSender:
     ) -> AttemptResult:
         reason = self.policy.check_url(url)
         if reason is not None:
-            return AttemptResult(0, error=f"refused: callback_url {reason}")
+            return AttemptResult(0, error=f"refused: callback_url {reason}", refused=True)
         headers = signed_headers(webhook_id, body, secrets)
         headers.update({"content-type": "application/json", "user-agent": USER_AGENT})
         started = time.monotonic()
@@ -83,9 +85,9 @@ class WebhookSender:
         except TimeoutError:
             result = AttemptResult(0, error="timed out", timed_out=True)
         except BlockedAddress as exc:
-            result = AttemptResult(0, error=f"refused: {exc}")
+            result = AttemptResult(0, error=f"refused: {exc}", refused=True)
         except aiohttp.ClientConnectorError as exc:
-            result = AttemptResult(0, error=_connector_error(exc))
+            result = _connector_error(exc)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             result = AttemptResult(0, error=f"{type(exc).__name__}: {exc}"[:500])
         duration_ms = int((time.monotonic() - started) * 1000)
@@ -124,11 +126,11 @@ def _credential_fragments(url: str) -> set[str]:
     return fragments
 
 
-def _connector_error(exc: aiohttp.ClientConnectorError) -> str:
+def _connector_error(exc: aiohttp.ClientConnectorError) -> AttemptResult:
     cause = exc.os_error
     if isinstance(cause, BlockedAddress):
-        return f"refused: {cause}"
-    return f"connection failed: {cause}"[:500]
+        return AttemptResult(0, error=f"refused: {cause}", refused=True)
+    return AttemptResult(0, error=f"connection failed: {cause}"[:500])
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> str:
@@ -140,5 +142,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> str:
             break
         chunks.append(chunk)
         size += len(chunk)
-    # Postgres text cannot hold NUL characters.
-    return b"".join(chunks).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    # Postgres text cannot hold NUL characters. Replacements (3 bytes each) may not grow the text
+    # past the cap, so cut it again in UTF-8 bytes.
+    text = b"".join(chunks).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return text.encode()[:cap].decode("utf-8", errors="ignore")

@@ -1,5 +1,8 @@
 """SSRF guard: which addresses a callback URL may reach, checked at create and at every delivery.
 
+The host is judged exactly as the HTTP client will connect to it: yarl (which aiohttp uses) first
+normalises it (IDNA/UTS 46: `①②⑦.0.0.1`, `１２７.０.０.１` and `127。0。0。1` all become
+`127.0.0.1`), and a host still holding non-ASCII (or spaces, `%`, controls) after that is refused.
 At create only the URL's text is judged (scheme, `localhost`, literal addresses in any spelling:
 `127.1`, `0x7f.1`, `2130706433`, `[::ffff:127.0.0.1]`); hostnames are not looked up, so a name that
 does not resolve yet is accepted. At delivery `GuardedResolver` resolves the name, refuses it when
@@ -13,10 +16,10 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -24,11 +27,27 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _ALSO_BLOCKED = (ipaddress.ip_network("100.64.0.0/10"),)
 # Hosts of digits, dots and hex that inet_aton reads as IPv4: 127.1, 0x7f.1, 0177.0.0.1, 2130706433.
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$", re.IGNORECASE)
+# What a host may hold once normalised: LDH labels (and `_`), or an IPv6 literal's hex and colons.
+_HOST_CHARACTERS = re.compile(r"^[a-z0-9._:-]+$", re.IGNORECASE)
 _LOCALHOST_ADDRESS = ipaddress.ip_address("127.0.0.1")
 
 
 class BlockedAddress(OSError):
     """A callback URL's host is, or resolves to, an address outside the allowed ones."""
+
+
+def connect_host(url: str) -> tuple[str, str] | None:
+    """(scheme, host) as aiohttp will connect: yarl's parsing and IDNA/UTS 46 mapping; None when
+    the URL is not absolute http(s) or its normalised host holds anything but ASCII letters,
+    digits, `.`, `-`, `_` (and an IPv6 literal's `:`)."""
+    try:
+        parsed = URL(url)
+        host = parsed.raw_host
+    except (ValueError, UnicodeError):
+        return None
+    if parsed.scheme not in ("http", "https") or not host or not _HOST_CHARACTERS.match(host):
+        return None
+    return parsed.scheme, host
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -95,14 +114,10 @@ class AddressPolicy:
 
     def check_url(self, url: str) -> str | None:
         """Why a URL is refused before any lookup (scheme, host), or None."""
-        try:
-            parts = urlsplit(url)
-            host = parts.hostname
-        except ValueError:
-            return "must be an absolute http(s) URL"
-        if parts.scheme not in ("http", "https") or not host:
-            return "must be an absolute http(s) URL"
-        return self.check_host(host)
+        target = connect_host(url)
+        if target is None:
+            return "must be an absolute http(s) URL with an ASCII or IDNA host"
+        return self.check_host(target[1])
 
 
 class GuardedResolver(AbstractResolver):

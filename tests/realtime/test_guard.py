@@ -32,39 +32,6 @@ async def app_api(settings: Settings, aiohttp_client: Any, make_key: Any, **sect
     return Api(client, await make_key("admin"))
 
 
-async def test_frame_rate_limit_answers_rate_limited_and_the_socket_stays(
-    settings: Settings, aiohttp_client: Any, make_key: Any
-) -> None:
-    api = await app_api(settings, aiohttp_client, make_key,
-                        limits={"socket_frames_per_second": 0.2, "socket_frame_burst": 2})
-    cid = await api.create_conversation()
-    ws = await connect(api.client, cid, api.key)
-    await ready(ws)
-    for n in range(3):
-        await send(ws, type="message", content=f"m{n}", client_id=f"c{n}")
-    # The answers in any order: frames are handled concurrently (an error needs no commit).
-    answers: dict[str, dict[str, Any]] = {}
-    while len(answers) < 3:
-        got = await next_frame(ws)
-        assert got is not None, f"closed with {ws.close_code}"
-        if got["type"] in ("ack", "error"):
-            answers[got["client_id"]] = got
-    assert answers["c0"]["type"] == answers["c1"]["type"] == "ack"
-    error = answers["c2"]
-    assert error["code"] == "rate_limited"
-    assert 0 < error["retry_after"] <= 5
-    # Not stored, and the socket still receives.
-    _, history, _ = await api.call("GET", f"/conversations/{cid}/messages", expect=200)
-    assert sorted(m["client_id"] for m in history) == ["c0", "c1"]
-    posted = await api.post_message(cid, "over rest")
-    while (frame := await frame_of(ws, "message"))["message"]["seq"] < posted["seq"]:
-        pass
-    assert frame["message"]["id"] == posted["id"] and not ws.closed
-    metrics = await (await api.client.get("/metrics")).text()
-    assert 'chatserver_rate_limited_total{limit="socket_frames"} 1.0' in metrics
-    await ws.close()
-
-
 async def test_deep_json_and_large_content_over_the_socket_are_error_frames(
     settings: Settings, aiohttp_client: Any, make_key: Any
 ) -> None:
