@@ -83,6 +83,7 @@ class Scenario:
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
     cluster: bool = False  # our bus on a 3-primary Redis Cluster instead of one Redis
     webhooks: bool = False  # rooms get a callback_url served by the generator
+    team_endpoints: int = 0  # with webhooks: that many team-wide endpoints instead of callback_urls
     check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
     generator: str = "bench.loadgen"  # the module the runner starts as the load generator
@@ -144,6 +145,13 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  {"per_room": 0, "publishers": 64, "duration": d, "drain": 3 * sizes.drain},
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST),
                  servers=("ours",), webhooks=True,
+                 ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
+        Scenario("6e", "write path: REST posts, 8 concurrent, one team with 50 team-wide "
+                 "webhook endpoints (message.created): 50 deliveries per message",
+                 sizes.write_rooms,
+                 {"per_room": 0, "publishers": 8, "duration": d, "drain": 3 * sizes.drain},
+                 (MSGS, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST),
+                 servers=("ours",), webhooks=True, team_endpoints=50,
                  ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
         Scenario("6w", "write path: websocket sends, 32 sockets x 8 in flight, ack after commit",
                  sizes.write_rooms, {"per_room": 0, "publishers": 32, "window": 8, "via": "ws",
