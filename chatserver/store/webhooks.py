@@ -144,47 +144,63 @@ WHERE c.id = ANY($1::uuid[]) AND (
 
 # --- claims ----------------------------------------------------------------------------------
 
-# Strict order, step 1: lock endpoints with a queue (endpoint, conversation) whose head is due and
-# not in flight (in strict order only the head is ever attempted, so a head in backoff or in
-# flight holds that queue). Step 2 then claims exactly each head, re-checking it under the row
-# lock. Both cost index probes per queue with pending deliveries, never a read of the backlog: a
-# claim runs each time a send slot frees, and at 50,000 queued deliveries the former DISTINCT ON /
-# IN (...) forms took 20-37 ms each (1 ms now; BENCHMARKS.md, performance work 13).
-#
-# Fairness: at most `room` heads of one endpoint per claim ($2/$3 for the endpoints this
-# dispatcher already sends to, $4 for the others), so a slow endpoint cannot take every slot.
-LOCK_READY_QUEUES = """
-WITH RECURSIVE queued AS (  -- each queue with a pending delivery, one index probe apiece
-    (SELECT endpoint_id, conversation_id FROM webhook_deliveries WHERE status = 'pending'
+# Strict order, step 1: find queues (endpoint, conversation) whose head is due and not in flight
+# (in strict order only the head is ever attempted, so a head in backoff or in flight holds that
+# queue), walking the queues round robin from the cursor ($2, $3) the previous claim stopped at
+# and wrapping around. The walk is a loose index scan (one probe per queue) read lazily: it stops
+# once $1 ready heads are found, so a claim costs about as many probes as it claims, not one per
+# queue with pending deliveries (50 team endpoints x 50 conversations are 2,500 queues:
+# BENCHMARKS.md, performance work 17). No lock here: step 2 picks at most each endpoint's room of
+# these (fairness; $4 are the endpoints with no room left) and locks their endpoints (`FOR UPDATE
+# SKIP LOCKED`); step 3 claims exactly each head, re-checking it under the lock. A claim runs each
+# time a send slot frees; none reads the backlog (BENCHMARKS.md, performance work 13).
+READY_QUEUES = """
+WITH RECURSIVE after_cursor AS (
+    (SELECT endpoint_id, conversation_id FROM webhook_deliveries
+     WHERE status = 'pending' AND (endpoint_id, conversation_id) > ($2::uuid, $3::uuid)
      ORDER BY endpoint_id, conversation_id LIMIT 1)
     UNION ALL
-    SELECT n.endpoint_id, n.conversation_id FROM queued q CROSS JOIN LATERAL (
+    SELECT n.endpoint_id, n.conversation_id FROM after_cursor q CROSS JOIN LATERAL (
         SELECT d.endpoint_id, d.conversation_id FROM webhook_deliveries d
         WHERE d.status = 'pending'
           AND (d.endpoint_id, d.conversation_id) > (q.endpoint_id, q.conversation_id)
         ORDER BY d.endpoint_id, d.conversation_id LIMIT 1) n
 ),
-ready AS (  -- ... whose queue head is due and not claimed
-    SELECT q.endpoint_id, q.conversation_id, head.position,
-           row_number() OVER (PARTITION BY q.endpoint_id ORDER BY head.position) AS rank
-    FROM queued q
-    CROSS JOIN LATERAL (
-        SELECT h.position, h.next_attempt_at, h.locked_until FROM webhook_deliveries h
-        WHERE h.endpoint_id = q.endpoint_id AND h.conversation_id = q.conversation_id
-          AND h.status = 'pending'
-        ORDER BY h.position LIMIT 1) head
-    WHERE head.next_attempt_at <= now()
-      AND (head.locked_until IS NULL OR head.locked_until <= now())
+up_to_cursor AS (
+    (SELECT endpoint_id, conversation_id FROM webhook_deliveries
+     WHERE status = 'pending' AND (endpoint_id, conversation_id) <= ($2::uuid, $3::uuid)
+     ORDER BY endpoint_id, conversation_id LIMIT 1)
+    UNION ALL
+    SELECT n.endpoint_id, n.conversation_id FROM up_to_cursor q CROSS JOIN LATERAL (
+        SELECT d.endpoint_id, d.conversation_id FROM webhook_deliveries d
+        WHERE d.status = 'pending'
+          AND (d.endpoint_id, d.conversation_id) > (q.endpoint_id, q.conversation_id)
+          AND (d.endpoint_id, d.conversation_id) <= ($2::uuid, $3::uuid)
+        ORDER BY d.endpoint_id, d.conversation_id LIMIT 1) n
+),
+queued AS (
+    SELECT endpoint_id, conversation_id FROM after_cursor
+    UNION ALL
+    SELECT endpoint_id, conversation_id FROM up_to_cursor
 )
-SELECT e.id AS endpoint_id, r.conversation_id FROM ready r
-JOIN webhook_endpoints e ON e.id = r.endpoint_id
-LEFT JOIN unnest($2::uuid[], $3::int[]) AS busy(endpoint_id, room)
-    ON busy.endpoint_id = r.endpoint_id
-WHERE e.url IS NOT NULL AND e.disabled_at IS NULL AND r.rank <= coalesce(busy.room, $4)
-ORDER BY r.position  -- the oldest waiting head first
+SELECT q.endpoint_id, q.conversation_id FROM queued q
+CROSS JOIN LATERAL (
+    SELECT h.next_attempt_at, h.locked_until FROM webhook_deliveries h
+    WHERE h.endpoint_id = q.endpoint_id AND h.conversation_id = q.conversation_id
+      AND h.status = 'pending'
+    ORDER BY h.position LIMIT 1) head
+JOIN webhook_endpoints e ON e.id = q.endpoint_id
+WHERE head.next_attempt_at <= now()
+  AND (head.locked_until IS NULL OR head.locked_until <= now())
+  AND e.url IS NOT NULL AND e.disabled_at IS NULL
+  AND NOT q.endpoint_id = ANY($4::uuid[])  -- endpoints whose share is in flight
 LIMIT $1
-FOR UPDATE OF e SKIP LOCKED
 """
+LOCK_ENDPOINTS = """
+SELECT id FROM webhook_endpoints WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE SKIP LOCKED
+"""
+# Ready queues read per claim slot: a busy endpoint's queues beyond its room are passed over.
+READY_PER_SLOT = 4
 CLAIM_HEADS = f"""
 WITH heads AS (  -- one index probe per queue (webhook_deliveries_queue)
     SELECT h.id FROM unnest($1::uuid[], $2::uuid[]) AS q(endpoint_id, conversation_id)
@@ -474,17 +490,33 @@ async def hooked_conversations(
 
 async def claim_heads(
     conn: Any, limit: int, worker: str, lease_seconds: float, rooms: dict[uuid.UUID, int],
-    room: int,
-) -> list[asyncpg.Record]:
+    room: int, cursor: tuple[uuid.UUID, uuid.UUID] = (uuid.UUID(int=0), uuid.UUID(int=0)),
+) -> tuple[list[asyncpg.Record], tuple[uuid.UUID, uuid.UUID]]:
     """Strict order: claim the heads of up to `limit` ready queues (in a transaction), at most
-    `rooms[endpoint]` (else `room`) of one endpoint."""
-    locked = await conn.fetch(LOCK_READY_QUEUES, limit, list(rooms), list(rooms.values()), room)
-    if not locked:
-        return []
-    return await conn.fetch(
-        CLAIM_HEADS, [r["endpoint_id"] for r in locked], [r["conversation_id"] for r in locked],
+    `rooms[endpoint]` (else `room`) of one endpoint, walking the queues from `cursor`. Returns the
+    jobs and the cursor for the next claim (the last queue taken)."""
+    full = [endpoint_id for endpoint_id, left in rooms.items() if left <= 0]
+    ready = await conn.fetch(READY_QUEUES, limit * READY_PER_SLOT, *cursor, full)
+    taken: dict[uuid.UUID, int] = {}
+    chosen = []
+    for row in ready:
+        endpoint_id = row["endpoint_id"]
+        if taken.get(endpoint_id, 0) < rooms.get(endpoint_id, room):
+            taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
+            chosen.append(row)
+            if len(chosen) == limit:
+                break
+    if not chosen:
+        return [], cursor
+    locked = {r["id"] for r in await conn.fetch(LOCK_ENDPOINTS, list(taken))}
+    chosen = [r for r in chosen if r["endpoint_id"] in locked]
+    if not chosen:
+        return [], cursor
+    jobs = await conn.fetch(
+        CLAIM_HEADS, [r["endpoint_id"] for r in chosen], [r["conversation_id"] for r in chosen],
         worker, lease_seconds,
     )
+    return jobs, (chosen[-1]["endpoint_id"], chosen[-1]["conversation_id"])
 
 
 async def claim_due(

@@ -5,10 +5,11 @@ returns once nothing is due and nothing is in flight (for tests and one-off drai
 `LISTEN chatserver_webhooks` (a trigger notifies on every queued delivery) and polls every
 `[webhooks] poll_interval` seconds as the fallback.
 
-With `ordering = "strict"` each claim locks endpoint rows (`FOR UPDATE SKIP LOCKED`) and takes only
-the head of each queue (one endpoint's deliveries of one conversation), and only when nothing of
-that queue is in flight or in backoff, so a consumer receives one conversation's deliveries one at
-a time, in outbox order; a team endpoint gets its conversations in parallel.
+With `ordering = "strict"` each claim walks the queues round robin from where the last one
+stopped, locks endpoint rows (`FOR UPDATE SKIP LOCKED`) and takes only the head of each queue (one
+endpoint's deliveries of one conversation), and only when nothing of that queue is in flight or in
+backoff, so a consumer receives one conversation's deliveries one at a time, in outbox order; a
+team endpoint gets its conversations in parallel.
 
 Slots are shared fairly between endpoints: with n endpoints sending, each may hold at most
 `concurrency // (n + 1)` of them (at least one; half of them when it is alone), the `+ 1` keeping
@@ -86,6 +87,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: Counter[uuid.UUID] = Counter()  # sends per endpoint
+        # Strict claims walk the queues round robin from here (the last queue claimed).
+        self._cursor = (uuid.UUID(int=0), uuid.UUID(int=0))
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._db_down = False
@@ -183,7 +186,9 @@ class Dispatcher:
         rooms, room = self.rooms()
         async with self.pool.acquire() as conn, conn.transaction():
             if self.settings.ordering == "strict":
-                return await store.claim_heads(conn, limit, self.name, self.lease, rooms, room)
+                jobs, self._cursor = await store.claim_heads(
+                    conn, limit, self.name, self.lease, rooms, room, self._cursor)
+                return jobs
             return await store.claim_due(conn, limit, self.name, self.lease, rooms, room)
 
     def _task_done(self, task: asyncio.Task[None], *, endpoint_id: uuid.UUID) -> None:

@@ -9,13 +9,14 @@ bottleneck exactly when a backlog exists (BENCHMARKS.md, performance work 13).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
-from chatserver.store.webhooks import CLAIM_DUE, CLAIM_HEADS, LOCK_READY_QUEUES
+from chatserver.store.webhooks import CLAIM_DUE, CLAIM_HEADS, READY_QUEUES
 
 CONVERSATIONS = 50
 DELIVERIES = 80_000  # the older half finished, the newer half pending
@@ -90,8 +91,13 @@ def assert_index_only_reads(found: list[dict[str, Any]]) -> None:
 
 
 async def test_strict_claims_read_heads_only(backlog: asyncpg.Connection) -> None:
-    locked = await plan_nodes(backlog, LOCK_READY_QUEUES, 20, [], [], 10)
-    assert_index_only_reads(locked)
+    zero = uuid.UUID(int=0)
+    middle = await backlog.fetchrow(
+        "SELECT endpoint_id, conversation_id FROM webhook_deliveries WHERE status = 'pending' "
+        "ORDER BY endpoint_id, conversation_id OFFSET 20000 LIMIT 1")
+    for cursor in ((zero, zero), (middle["endpoint_id"], middle["conversation_id"])):
+        ready = await plan_nodes(backlog, READY_QUEUES, 80, *cursor, [])
+        assert_index_only_reads(ready)
     queues = await backlog.fetch(
         "SELECT DISTINCT endpoint_id, conversation_id FROM webhook_deliveries LIMIT 20")
     assert_index_only_reads(await plan_nodes(
