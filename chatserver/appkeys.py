@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from chatserver.services.conversations import ConversationService
     from chatserver.services.endpoints import TeamEndpointService
     from chatserver.services.messages import MessageService
+    from chatserver.services.participants import ParticipantService
+    from chatserver.services.streams import StreamService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
 
@@ -36,6 +38,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool")
 CONVERSATIONS: web.AppKey[ConversationService] = web.AppKey("conversations")
 MESSAGES: web.AppKey[MessageService] = web.AppKey("messages")
+PARTICIPANTS: web.AppKey[ParticipantService] = web.AppKey("participants")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 RATE_LIMITER: web.AppKey[KeyedLimiter] = web.AppKey("rate_limiter")
@@ -54,6 +57,7 @@ TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")
 SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
+STREAMS: web.AppKey[StreamService] = web.AppKey("streams")
 SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
 
 # Request-scoped: set by the auth middleware.

@@ -10,6 +10,8 @@ from chatserver.api import (
     health,
     messages,
     openapi,
+    participants,
+    streams,
     tokens,
     webhooks,
     workflows,
@@ -25,6 +27,8 @@ CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
 ENDPOINTS = "/webhook-endpoints"
 ENDPOINT = ENDPOINTS + "/{endpoint_id}"
+MESSAGE = CONVERSATION + "/messages/{message_id}"
+PARTICIPANT = CONVERSATION + "/participants/{participant_id}"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
@@ -38,6 +42,9 @@ ROUTES = [
     ("POST", CONVERSATION + "/messages", messages.post_message, "post_message"),
     ("GET", CONVERSATION + "/messages", messages.list_messages, "list_messages"),
     ("PATCH", CONVERSATION + "/messages/{message_id}", messages.update_message, "update_message"),
+    ("POST", MESSAGE + "/deltas", streams.append_deltas, "append_deltas"),
+    ("POST", MESSAGE + "/complete", streams.complete_stream, "complete_stream"),
+    ("POST", MESSAGE + "/abort", streams.abort_stream, "abort_stream"),
     ("POST", WORKFLOW, workflows.create_workflow_conversation, "create_workflow_conversation"),
     ("GET", WORKFLOW + "/{id}", workflows.get_workflow_conversation, "get_workflow_conversation"),
     ("PATCH", WORKFLOW + "/{id}", workflows.update_workflow_conversation,
@@ -64,6 +71,10 @@ ROUTES = [
      "list_endpoint_deliveries"),
     ("POST", ENDPOINT + "/deliveries/{delivery_id}/redeliver", endpoints.redeliver_to_endpoint,
      "redeliver_to_endpoint"),
+    ("GET", CONVERSATION + "/participants", participants.list_participants, "list_participants"),
+    ("PUT", PARTICIPANT, participants.put_participant, "put_participant"),
+    ("DELETE", PARTICIPANT, participants.delete_participant, "delete_participant"),
+    ("POST", PARTICIPANT + "/read", participants.mark_read, "mark_read"),
     ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 

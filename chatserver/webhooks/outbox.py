@@ -9,15 +9,17 @@ filter matches the type (`webhooks/events.py` lists the types).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chatserver.models import (
     CONVERSATION_CREATED,
     MESSAGE_CREATED,
+    PARTICIPANT_JOINED,
     conversation_json,
     iso,
     message_json,
+    participant_json,
 )
 from chatserver.store import webhooks as store
 from chatserver.webhooks.events import NOT_FOR_CALLBACKS, patterns
@@ -87,3 +89,11 @@ async def enqueue_conversation_event(conn: Any, event_type: str, conversation_ro
     stamp = conversation_row["created_at" if event_type == CONVERSATION_CREATED else "updated_at"]
     await enqueue_event(conn, event_type, conversation_row["id"], stamp,
                         {"conversation": conversation_json(conversation_row)})
+
+
+async def enqueue_participant_event(conn: Any, event_type: str, participant_row: Any) -> None:
+    """A join or leave, inside the caller's transaction, which locked the conversation row first
+    (as a message batch does, so the two never deadlock on the participant's row)."""
+    stamp = participant_row["joined_at"] if event_type == PARTICIPANT_JOINED else datetime.now(UTC)
+    await enqueue_event(conn, event_type, participant_row["conversation_id"], stamp,
+                        {"participant": participant_json(participant_row)})

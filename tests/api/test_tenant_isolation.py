@@ -35,7 +35,14 @@ BODIES: dict[str, Any] = {
     "create_token": {"user": "mallory"},
     "create_endpoint": {"url": "http://127.0.0.1:9/mallory", "event_types": ["*"]},
     "update_endpoint": {"url": "http://127.0.0.1:9/mallory"},
+    "append_deltas": {"deltas": [{"index": 0, "text": "intrusion"}]},
+    "complete_stream": {"content": "intrusion"},
+    "abort_stream": {"reason": "intrusion"},
+    "put_participant": {"role": "observer"},
+    "mark_read": {"seq": 0},
 }
+# Token routes refused to a user token (not an agent) before any lookup: the same for every id.
+AGENT_ONLY = frozenset({"update_message"})
 SOCKET_ROUTE = "conversation_socket"
 HEX = re.compile(r"[0-9a-f]{32}")
 B_USER = 424242
@@ -54,6 +61,7 @@ class Tenants:
             "delivery_id": uuid.uuid4().hex, "endpoint_id": uuid.uuid4().hex,
             "id": str(2**62 + secrets.randbelow(2**40)),
             "user_id": str(2**62 + secrets.randbelow(2**40)),
+            "participant_id": f"nobody-{secrets.token_hex(8)}",
         }
 
 
@@ -68,6 +76,7 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
         "config": {"callback_url": receiver.url("/team-b-hook")}}, expect=201)
     cid = created["id"]
     message = await b.post_message(cid, "team B's private words")
+    await b.call("PUT", f"/conversations/{cid}/participants/bea", {"name": "Bea B."}, expect=201)
     await receiver.wait_for(1, "/team-b-hook")
 
     async def delivered() -> Any:
@@ -83,8 +92,8 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
     t.b = {"conversation_id": cid, "message_id": message["id"],
            "delivery_id": deliveries[0]["id"], "endpoint_id": endpoint["id"],
            "id": str(workflow["id"]),
-           "user_id": str(B_USER)}
-    t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta",
+           "user_id": str(B_USER), "participant_id": "bea"}
+    t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta", "Bea B.",
                created["webhook_secret"], "/team-b-hook", deliveries[0]["id"],
                endpoint["id"], endpoint["secret"], "/team-b-endpoint", "team-b-secret-endpoint"]
     return t
@@ -150,7 +159,9 @@ async def test_every_route_treats_other_teams_objects_as_missing(
         # B's objects against missing ids; and, below A's own conversation, B's (message,
         # delivery) ids against missing ones.
         variants = [(t.b, t.missing)]
-        if len(params_of(path)) > 1 and params_of(path)[0] == "conversation_id":
+        # (A participant id names nobody outside its conversation: PUT in A's own creates one.)
+        if (len(params_of(path)) > 1 and params_of(path)[0] == "conversation_id"
+                and name != "put_participant"):
             variants.append(({**t.b, **own}, {**t.missing, **own}))
         for label, caller in callers.items():
             for targets, nowhere in variants:
@@ -168,7 +179,7 @@ async def test_every_route_treats_other_teams_objects_as_missing(
 
 
 def expected_status(caller: str, name: str, path: str) -> tuple[int, ...]:
-    if caller == "token" and name not in TOKEN_ROUTES:
+    if caller == "token" and (name not in TOKEN_ROUTES or name in AGENT_ONLY):
         return (403,)  # decided before any lookup: the same for every id
     if path.startswith("/users/"):
         return (200,)  # a list filtered by team: empty, as for an unknown user
@@ -208,6 +219,8 @@ async def snapshot(b: Api, t: Tenants) -> Any:
     _, workflow, _ = await b.call("GET", f"/workflow-conversations/{t.b['id']}", expect=200)
     _, webhook, _ = await b.call("GET", f"/conversations/{cid}/webhook", expect=200)
     _, deliveries, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
+    _, participants, _ = await b.call("GET", f"/conversations/{cid}/participants", expect=200)
     _, endpoint, _ = await b.call("GET", f"/webhook-endpoints/{t.b['endpoint_id']}", expect=200)
     endpoint = {k: v for k, v in endpoint.items() if k != "pending_deliveries"}
-    return conversation, messages, workflow, webhook, [d["id"] for d in deliveries], endpoint
+    return (conversation, messages, workflow, webhook, [d["id"] for d in deliveries],
+            participants, endpoint)
