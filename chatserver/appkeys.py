@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from chatserver.server.shutdown import Shutdown
     from chatserver.server.supervisor import Supervisor
     from chatserver.services.conversations import ConversationService
+    from chatserver.services.endpoints import TeamEndpointService
     from chatserver.services.messages import MessageService
     from chatserver.services.participants import ParticipantService
     from chatserver.services.streams import StreamService
@@ -46,6 +47,7 @@ AUTH_THROTTLE: web.AppKey[KeyedLimiter] = web.AppKey("auth_throttle")
 OPENAPI_DOCUMENT: web.AppKey[dict] = web.AppKey("openapi_document")
 BODY_VALIDATORS: web.AppKey[dict] = web.AppKey("body_validators")
 WEBHOOKS: web.AppKey[WebhookService] = web.AppKey("webhooks")
+TEAM_ENDPOINTS: web.AppKey[TeamEndpointService] = web.AppKey("team_endpoints")
 WEBHOOK_SENDER: web.AppKey[WebhookSender] = web.AppKey("webhook_sender")
 # Optional: the resolver webhook deliveries look names up with (tests map names without DNS).
 WEBHOOK_RESOLVER: web.AppKey[AbstractResolver] = web.AppKey("webhook_resolver")

@@ -111,6 +111,8 @@ class WebhookSettings:
     concurrency: int = 20
     poll_interval: float = 1.0
     response_body_max: int = 20480
+    max_endpoints_per_team: int = 100
+    endpoint_description_max: int = 500
 
 
 @dataclass(frozen=True)

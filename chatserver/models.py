@@ -144,3 +144,37 @@ def participant_json(row: Any) -> dict[str, Any]:
         "joined_at": iso(row["joined_at"]),
         "last_read_seq": row["last_read_seq"],
     }
+
+
+# --- webhook event types: the one list (webhooks/outbox.py queues them, the OpenAPI document's
+# `webhooks` section and the README describe them) -------------------------------------------
+MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+MESSAGE_COMPLETED = "message.completed"
+CONVERSATION_CREATED = "conversation.created"
+CONVERSATION_UPDATED = "conversation.updated"
+PARTICIPANT_JOINED = "participant.joined"
+PARTICIPANT_LEFT = "participant.left"
+RUN_CREATED = "run.created"
+RUN_UPDATED = "run.updated"
+ACTION_ANSWERED = "action.answered"
+WEBHOOK_TEST = "webhook.test"
+
+# type -> what `data` holds (the OpenAPI document and the README describe each from this).
+EVENT_TYPES: dict[str, str] = {
+    MESSAGE_CREATED: "A message was stored: `conversation_id`, `message`.",
+    MESSAGE_UPDATED: "A message changed (status, content, an answer): `conversation_id`, "
+                     "`message`.",
+    MESSAGE_COMPLETED: "A streamed message closed, complete or aborted: `conversation_id`, "
+                       "`message`.",
+    CONVERSATION_CREATED: "A conversation was created: `conversation_id`, `conversation`.",
+    CONVERSATION_UPDATED: "A conversation's config or metadata changed: `conversation_id`, "
+                          "`conversation`.",
+    PARTICIPANT_JOINED: "A participant joined: `conversation_id`, `participant`.",
+    PARTICIPANT_LEFT: "A participant left: `conversation_id`, `participant`.",
+    RUN_CREATED: "An agent run was created: `conversation_id`, `run`.",
+    RUN_UPDATED: "A run changed status or was asked to cancel: `conversation_id`, `run`.",
+    ACTION_ANSWERED: "A question to the human was answered: `conversation_id`, `message`.",
+    WEBHOOK_TEST: "Sent by a test request, whatever the filter: `conversation_id` (callback "
+                  "endpoints) or `endpoint_id` (team endpoints).",
+}

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from chatserver.api import (
     conversations,
+    endpoints,
     health,
     messages,
     openapi,
@@ -24,6 +25,8 @@ from chatserver.realtime import ws
 
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
+ENDPOINTS = "/webhook-endpoints"
+ENDPOINT = ENDPOINTS + "/{endpoint_id}"
 MESSAGE = CONVERSATION + "/messages/{message_id}"
 PARTICIPANT = CONVERSATION + "/participants/{participant_id}"
 
@@ -58,6 +61,16 @@ ROUTES = [
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
     ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("POST", ENDPOINTS, endpoints.create_endpoint, "create_endpoint"),
+    ("GET", ENDPOINTS, endpoints.list_endpoints, "list_endpoints"),
+    ("GET", ENDPOINT, endpoints.get_endpoint, "get_endpoint"),
+    ("PATCH", ENDPOINT, endpoints.update_endpoint, "update_endpoint"),
+    ("DELETE", ENDPOINT, endpoints.delete_endpoint, "delete_endpoint"),
+    ("POST", ENDPOINT + "/test", endpoints.test_endpoint, "test_endpoint"),
+    ("GET", ENDPOINT + "/deliveries", endpoints.list_endpoint_deliveries,
+     "list_endpoint_deliveries"),
+    ("POST", ENDPOINT + "/deliveries/{delivery_id}/redeliver", endpoints.redeliver_to_endpoint,
+     "redeliver_to_endpoint"),
     ("GET", CONVERSATION + "/participants", participants.list_participants, "list_participants"),
     ("PUT", PARTICIPANT, participants.put_participant, "put_participant"),
     ("DELETE", PARTICIPANT, participants.delete_participant, "delete_participant"),

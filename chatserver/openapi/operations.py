@@ -12,6 +12,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "conversation_id": HEX_ID,
     "message_id": HEX_ID,
     "delivery_id": HEX_ID,
+    "endpoint_id": HEX_ID,
     "id": POSITIVE_ID,
     "user_id": POSITIVE_ID,
     "participant_id": PARTICIPANT_ID,
@@ -155,4 +156,29 @@ OPERATIONS: dict[str, Operation] = {
         "sockets) after the upgrade; a request "
         "that is not a websocket upgrade is 400.", status=101, public=True, errors=(400,),
         extra={"parameters": [{"name": "since", "in": "query", "schema": SEQ}]}),
+    "create_endpoint": Operation(
+        "Create a team-wide webhook endpoint; its signing secret is in this answer only.",
+        ref("TeamEndpoint"), status=201, request="TeamEndpointCreate",
+        errors=(400, 401, 403, 409, 413, 429)),
+    "list_endpoints": Operation(
+        "The team's webhook endpoints (every team's for an admin key), newest first.",
+        array_of("TeamEndpoint"), query=(LIMIT, CURSOR), paginated=True,
+        errors=(400, 401, 403, 429)),
+    "get_endpoint": Operation("One team-wide webhook endpoint.", ref("TeamEndpoint"),
+                              errors=(400, 401, 403, 404, 429)),
+    "update_endpoint": Operation(
+        "Change its url, event_types, description, or disable/enable it.", ref("TeamEndpoint"),
+        request="TeamEndpointPatch", errors=(400, 401, 403, 404, 413, 429)),
+    "delete_endpoint": Operation("Delete it with its delivery log.", status=204,
+                                 errors=(400, 401, 403, 404, 429)),
+    "test_endpoint": Operation(
+        "Send a signed webhook.test event to it now, whatever its filter; answers the outcome.",
+        ref("WebhookDelivery"), errors=(400, 401, 403, 404, 429)),
+    "list_endpoint_deliveries": Operation(
+        "Its delivery log with each attempt, newest first.", array_of("WebhookDelivery"),
+        query=(LIMIT, {"name": "before", "in": "query", "schema": {"type": "integer",
+                                                                   "minimum": 1}}),
+        paginated=True, errors=(400, 401, 403, 404, 429)),
+    "redeliver_to_endpoint": Operation("Send one of its deliveries again now, outside the order.",
+                                       ref("WebhookDelivery"), errors=(400, 401, 403, 404, 429)),
 }

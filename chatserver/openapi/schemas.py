@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chatserver.models import (
+    EVENT_TYPES,
+    WEBHOOK_TEST,
     AuthorKind,
     Channel,
     ContentType,
@@ -20,7 +22,26 @@ HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 OBJECT = {"type": "object"}
+EVENT_FILTER = {
+    "type": "array",
+    "minItems": 1,
+    "description": "Event types this endpoint receives: exact types, `prefix.*` or `*`.",
+    "items": {"type": "string", "enum": sorted(
+        [t for t in EVENT_TYPES if t != WEBHOOK_TEST]
+        + [p + ".*" for p in {t.split(".", 1)[0] for t in EVENT_TYPES}] + ["*"])},
+}
 POSITIVE_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+# What a callback endpoint and a team endpoint both show of their state.
+ENDPOINT_STATE: dict[str, Any] = {
+    "url": {"type": "string"},
+    "enabled": {"type": "boolean"},
+    "disabled_at": NULLABLE_TIMESTAMP,
+    "disabled_reason": {"type": ["string", "null"]},
+    "failing_since": NULLABLE_TIMESTAMP,
+    "previous_secret_expires_at": NULLABLE_TIMESTAMP,
+    "pending_deliveries": {"type": "integer", "minimum": 0},
+    "created_at": TIMESTAMP,
+}
 PARTICIPANT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,128}$"}
 
 
@@ -289,16 +310,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "WebhookEndpoint": {
         "type": "object",
         "required": ["url", "enabled", "pending_deliveries"],
-        "properties": {
-            "url": {"type": "string"},
-            "enabled": {"type": "boolean"},
-            "disabled_at": NULLABLE_TIMESTAMP,
-            "disabled_reason": {"type": ["string", "null"]},
-            "failing_since": NULLABLE_TIMESTAMP,
-            "previous_secret_expires_at": NULLABLE_TIMESTAMP,
-            "pending_deliveries": {"type": "integer", "minimum": 0},
-            "created_at": TIMESTAMP,
-        },
+        "properties": ENDPOINT_STATE,
     },
     "WebhookSecret": {
         "type": "object",
@@ -366,5 +378,60 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["status"],
         "properties": {"status": {"type": "string"}, "checks": OBJECT, "tasks": OBJECT},
+    },
+    # --- team-wide webhook endpoints ---------------------------------------------------------
+    "TeamEndpointCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url", "event_types"],
+        "properties": {
+            "url": {"type": "string", "minLength": 1},
+            "event_types": EVENT_FILTER,
+            "description": {"type": "string"},
+            "disabled": {"type": "boolean"},
+            "team_id": {"type": ["integer", "null"], "description": "Admin keys only: the "
+                        "team whose conversations it receives (a team key's own otherwise)."},
+        },
+    },
+    "TeamEndpointPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "minLength": 1},
+            "event_types": EVENT_FILTER,
+            "description": {"type": "string"},
+            "disabled": {"type": "boolean", "description": "true: nothing more is queued for "
+                         "it; false: queueing starts again and its held deliveries go out."},
+        },
+    },
+    "TeamEndpoint": {
+        "type": "object",
+        "required": ["id", "team_id", "url", "event_types", "description", "disabled",
+                     "enabled", "pending_deliveries", "created_at", "updated_at"],
+        "properties": {
+            **ENDPOINT_STATE,
+            "id": HEX_ID,
+            "team_id": {"type": ["integer", "null"]},
+            "event_types": {"type": "array", "items": {"type": "string"}},
+            "description": {"type": "string"},
+            "disabled": {"type": "boolean"},
+            "updated_at": TIMESTAMP,
+            "secret": {"type": "string", "pattern": "^whsec_",
+                       "description": "Only in the answer to the create: keep it."},
+        },
+    },
+    "WebhookEvent": {
+        "type": "object",
+        "required": ["type", "timestamp", "data"],
+        "description": "The body of every webhook (Standard Webhooks: signed with the "
+                       "endpoint's secret in webhook-id, webhook-timestamp, webhook-signature).",
+        "properties": {
+            "type": {"type": "string", "enum": sorted(EVENT_TYPES)},
+            "timestamp": TIMESTAMP,
+            "data": {"type": "object", "properties": {
+                "conversation_id": HEX_ID, "endpoint_id": HEX_ID, "message": ref("Message"),
+                "conversation": ref("Conversation"), "participant": OBJECT, "run": OBJECT,
+            }},
+        },
     },
 }

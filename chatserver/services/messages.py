@@ -17,6 +17,7 @@ from chatserver.auth.keys import Principal
 from chatserver.config import MessageSettings, PerformanceSettings
 from chatserver.models import (
     MEDIA_CONTENT_TYPES,
+    MESSAGE_UPDATED,
     ContentType,
     MessageStatus,
     MessageType,
@@ -31,7 +32,6 @@ from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields, basename_problem, is_utf8
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
 POST_FIELDS = ("content", "content_type", "filename", "status", "metadata", "client_id", "stream")
 PATCH_FIELDS = ("status", "metadata")

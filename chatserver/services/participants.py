@@ -17,6 +17,8 @@ import asyncpg
 
 from chatserver.auth.keys import Principal
 from chatserver.models import (
+    PARTICIPANT_JOINED,
+    PARTICIPANT_LEFT,
     AuthorKind,
     MessageType,
     ParticipantKind,
@@ -142,7 +144,7 @@ class ParticipantService:
             if row is None:
                 raise not_found("participant")
             if _events_on(conversation):
-                await outbox.enqueue_participant_event(conn, outbox.PARTICIPANT_LEFT, row)
+                await outbox.enqueue_participant_event(conn, PARTICIPANT_LEFT, row)
         await self.events.participant_left(conversation_id, participant_json(row))
 
     async def mark_read(
@@ -230,7 +232,7 @@ class ParticipantService:
             if row is None:  # unchanged (also: written by a concurrent join just now)
                 row = await store.get_participant(conn, conversation_id, participant_id)
             if joins and _events_on(conversation):
-                await outbox.enqueue_participant_event(conn, outbox.PARTICIPANT_JOINED, row)
+                await outbox.enqueue_participant_event(conn, PARTICIPANT_JOINED, row)
         if joins:
             await self.events.participant_joined(conversation_id, participant_json(row))
         return row, joins

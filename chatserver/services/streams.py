@@ -25,7 +25,13 @@ import asyncpg
 from chatserver.auth.keys import Principal
 from chatserver.config import StreamSettings
 from chatserver.db.errors import TRANSIENT_ERRORS
-from chatserver.models import MessageStatus, StreamState, message_json
+from chatserver.models import (
+    MESSAGE_COMPLETED,
+    MESSAGE_CREATED,
+    MessageStatus,
+    StreamState,
+    message_json,
+)
 from chatserver.problems import Problem, ValidationProblem, not_found
 from chatserver.ratelimit import TokenBucket
 from chatserver.services.messages import ConversationTeams, Posted, replay
@@ -36,7 +42,6 @@ from chatserver.store import streams as store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_COMPLETED, MESSAGE_CREATED
 
 log = logging.getLogger(__name__)
 

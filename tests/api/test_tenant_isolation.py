@@ -33,6 +33,8 @@ BODIES: dict[str, Any] = {
     "update_workflow_conversation": {"agent_product_id": 666},
     "connect_to_workflow_conversation": {"intruder": True},
     "create_token": {"user": "mallory"},
+    "create_endpoint": {"url": "http://127.0.0.1:9/mallory", "event_types": ["*"]},
+    "update_endpoint": {"url": "http://127.0.0.1:9/mallory"},
     "append_deltas": {"deltas": [{"index": 0, "text": "intrusion"}]},
     "complete_stream": {"content": "intrusion"},
     "abort_stream": {"reason": "intrusion"},
@@ -56,7 +58,8 @@ class Tenants:
         self.leaks: list[str] = []
         self.missing = {
             "conversation_id": uuid.uuid4().hex, "message_id": uuid.uuid4().hex,
-            "delivery_id": uuid.uuid4().hex, "id": str(2**62 + secrets.randbelow(2**40)),
+            "delivery_id": uuid.uuid4().hex, "endpoint_id": uuid.uuid4().hex,
+            "id": str(2**62 + secrets.randbelow(2**40)),
             "user_id": str(2**62 + secrets.randbelow(2**40)),
             "participant_id": f"nobody-{secrets.token_hex(8)}",
         }
@@ -81,13 +84,18 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
         return items
 
     deliveries = await eventually(delivered)
+    _, endpoint, _ = await b.call("POST", "/webhook-endpoints", {
+        "url": receiver.url("/team-b-endpoint"), "event_types": ["*"],
+        "description": "team-b-secret-endpoint"}, expect=201)
     _, workflow, _ = await b.call("POST", "/workflow-conversations",
                                   {"agent_product_id": 7, "user_id": B_USER}, expect=201)
     t.b = {"conversation_id": cid, "message_id": message["id"],
-           "delivery_id": deliveries[0]["id"], "id": str(workflow["id"]),
+           "delivery_id": deliveries[0]["id"], "endpoint_id": endpoint["id"],
+           "id": str(workflow["id"]),
            "user_id": str(B_USER), "participant_id": "bea"}
     t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta", "Bea B.",
-               created["webhook_secret"], "/team-b-hook", deliveries[0]["id"]]
+               created["webhook_secret"], "/team-b-hook", deliveries[0]["id"],
+               endpoint["id"], endpoint["secret"], "/team-b-endpoint", "team-b-secret-endpoint"]
     return t
 
 
@@ -212,5 +220,7 @@ async def snapshot(b: Api, t: Tenants) -> Any:
     _, webhook, _ = await b.call("GET", f"/conversations/{cid}/webhook", expect=200)
     _, deliveries, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
     _, participants, _ = await b.call("GET", f"/conversations/{cid}/participants", expect=200)
+    _, endpoint, _ = await b.call("GET", f"/webhook-endpoints/{t.b['endpoint_id']}", expect=200)
+    endpoint = {k: v for k, v in endpoint.items() if k != "pending_deliveries"}
     return (conversation, messages, workflow, webhook, [d["id"] for d in deliveries],
-            participants)
+            participants, endpoint)
