@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from chatserver.security.box import SecretBox
     from chatserver.server.shutdown import Shutdown
     from chatserver.server.supervisor import Supervisor
+    from chatserver.services.actions import ActionService
     from chatserver.services.conversations import ConversationService
     from chatserver.services.messages import MessageService
+    from chatserver.services.runs import RunService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
 
@@ -53,6 +55,8 @@ SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")
 SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
 SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
+RUNS: web.AppKey[RunService] = web.AppKey("runs")
+ACTIONS: web.AppKey[ActionService] = web.AppKey("actions")
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

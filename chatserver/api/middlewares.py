@@ -69,6 +69,8 @@ PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversat
                            "index", "docs", "static"})
 # The only routes a browser token (scoped to one conversation) may call.
 TOKEN_ROUTES = frozenset({"list_messages"})
+# ...and the run routes a conversation's browser token may call (read runs, stop one, answer).
+TOKEN_RUN_ROUTES = frozenset({"list_runs", "get_run", "cancel_run", "answer_action"})
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
 EXPOSE_HEADERS = "Link, Retry-After, X-Request-Id, Idempotent-Replayed"
@@ -186,7 +188,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if who is None:
         throttle.take(address)
         raise unauthorized("unknown or revoked API key, or a bad or expired token")
-    if who.conversation_id is not None and route_name(request) not in TOKEN_ROUTES:
+    if who.conversation_id is not None and route_name(request) not in (
+            TOKEN_ROUTES | TOKEN_RUN_ROUTES):
         raise Problem(403, "a browser token may only read its conversation's messages")
     wait = request.app[RATE_LIMITER].take(who.rate_key)
     if wait:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chatserver.api import conversations, health, messages, openapi, tokens, webhooks, workflows
+from chatserver.api import (
+    conversations,
+    health,
+    messages,
+    openapi,
+    runs,
+    tokens,
+    webhooks,
+    workflows,
+)
 from chatserver.api import metrics as metrics_api
 from chatserver.api.static import setup_static
 from chatserver.appkeys import BODY_VALIDATORS, OPENAPI_DOCUMENT
@@ -43,6 +52,13 @@ ROUTES = [
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
     ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("POST", CONVERSATION + "/runs", runs.create_run, "create_run"),
+    ("GET", CONVERSATION + "/runs", runs.list_runs, "list_runs"),
+    ("GET", CONVERSATION + "/runs/{run_id}", runs.get_run, "get_run"),
+    ("PATCH", CONVERSATION + "/runs/{run_id}", runs.update_run, "update_run"),
+    ("POST", CONVERSATION + "/runs/{run_id}/cancel", runs.cancel_run, "cancel_run"),
+    ("POST", CONVERSATION + "/messages/{message_id}/answer", runs.answer_action,
+     "answer_action"),
     ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 

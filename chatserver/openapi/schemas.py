@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatserver.models import Channel, ContentType, MessageStatus, MessageType, Usecase
+from chatserver.models import (
+    ActionKind,
+    Channel,
+    ContentType,
+    MessageStatus,
+    MessageType,
+    RunStatus,
+    Usecase,
+)
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
@@ -19,6 +27,31 @@ def enum_of(enum: Any) -> dict[str, Any]:
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+ACTION_OPTION: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "label"],
+    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 100},
+                   "label": {"type": "string", "minLength": 1, "maxLength": 200}},
+}
+# Inlined where a message body takes it (request validators are compiled one schema at a time).
+ACTION_CREATE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "prompt"],
+    "description": "A question to the human; needs run_id and moves the run to "
+                   "requires_action.",
+    "properties": {
+        "kind": enum_of(ActionKind),
+        "prompt": {"type": "string", "minLength": 1},
+        "options": {"type": "array", "minItems": 1, "items": ACTION_OPTION,
+                    "description": "choice (required) and confirm (default yes/no)."},
+        "schema": {"type": "object", "description": "form: a JSON schema of the values."},
+        "expires_at": TIMESTAMP,
+    },
+}
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -106,6 +139,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "status": enum_of(MessageStatus),
             "metadata": OBJECT,
             "client_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "run_id": {**HEX_ID, "description": "The run this message belongs to."},
+            "action": ACTION_CREATE,
         },
     },
     "MessagePatch": {
@@ -134,6 +169,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "created_by": {"type": "string"},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
+            "run_id": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"},
+            "action": {"oneOf": [{"type": "null"}, ref("Action")]},
         },
     },
     "WorkflowConversationCreate": {
@@ -250,5 +287,83 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["status"],
         "properties": {"status": {"type": "string"}, "checks": OBJECT, "tasks": OBJECT},
+    },
+    # --- runs and actions (issue 17) --------------------------------------------------------------
+    "RunCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["agent"],
+        "properties": {
+            "agent": {"type": "string", "minLength": 1, "maxLength": 200,
+                      "description": "The agent (participant id) that works on the run."},
+            "input_seq": {"type": "integer", "minimum": 1,
+                          "description": "The message the run answers."},
+            "metadata": OBJECT,
+        },
+    },
+    "RunPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "status": enum_of(RunStatus),
+            "error": {"type": ["object", "null"], "description": "Only with status failed."},
+            "activity": {"type": ["string", "null"], "maxLength": 200,
+                         "description": "What the agent does now (a frame, not a webhook)."},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "required": ["id", "conversation_id", "agent", "status", "input_seq", "metadata", "error",
+                     "activity", "queued_behind", "cancel_requested_at", "seq", "version",
+                     "created_by", "created_at", "started_at", "ended_at", "updated_at"],
+        "properties": {
+            "id": HEX_ID,
+            "conversation_id": HEX_ID,
+            "agent": {"type": "string"},
+            "status": enum_of(RunStatus),
+            "input_seq": {"type": ["integer", "null"]},
+            "metadata": OBJECT,
+            "error": {"type": ["object", "null"]},
+            "activity": {"type": ["string", "null"]},
+            "queued_behind": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"},
+            "cancel_requested_at": NULLABLE_TIMESTAMP,
+            "seq": {"type": "integer", "minimum": 0,
+                    "description": "The conversation's last seq when the run last changed."},
+            "version": {"type": "integer", "minimum": 1,
+                        "description": "Grows with every change: keep the highest."},
+            "created_by": {"type": "string"},
+            "created_at": TIMESTAMP,
+            "started_at": NULLABLE_TIMESTAMP,
+            "ended_at": NULLABLE_TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+    },
+    "ActionOption": ACTION_OPTION,
+    "ActionCreate": ACTION_CREATE,
+    "Action": {
+        "type": "object",
+        "required": ["kind", "prompt", "options", "schema", "expires_at", "answer",
+                     "answered_by", "answered_at"],
+        "properties": {
+            "kind": enum_of(ActionKind),
+            "prompt": {"type": "string"},
+            "options": {"type": ["array", "null"], "items": ref("ActionOption")},
+            "schema": {"type": ["object", "null"]},
+            "expires_at": NULLABLE_TIMESTAMP,
+            "answer": {"type": ["object", "null"],
+                       "description": "{\"option\": id} or {\"values\": {...}}."},
+            "answered_by": {"type": ["string", "null"]},
+            "answered_at": NULLABLE_TIMESTAMP,
+            "answered_seq": {"type": "integer",
+                             "description": "The conversation's last seq when answered."},
+        },
+    },
+    "ActionAnswer": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {"option": {"type": "string"}, "values": OBJECT,
+                       "client_id": {"type": "string", "maxLength": 200}},
     },
 }

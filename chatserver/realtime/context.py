@@ -17,12 +17,14 @@ import asyncpg
 from aiohttp import WSCloseCode, web
 
 from chatserver.appkeys import (
+    ACTIONS,
     CONVERSATIONS,
     DB_POOL,
     HUB,
     MESSAGES,
     METRICS,
     PRESENCE,
+    RUNS,
     SECRET_BOX,
     SETTINGS,
     SOCKETS,
@@ -38,13 +40,16 @@ from chatserver.realtime.guard import SocketRegistry
 from chatserver.realtime.hub import Hub
 from chatserver.realtime.presence import MemoryPresence, Presence, RedisPresence
 from chatserver.server.supervisor import Supervisor
+from chatserver.services.actions import ActionService
 from chatserver.services.messages import MessageService
+from chatserver.services.runs import RunService
 
 log = logging.getLogger(__name__)
 
 CREATED_AT = b'"created_at":"'
 RECHECK_WITHOUT_HEARTBEAT = 30.0  # credential re-check interval when heartbeat = 0 (off)
 RECHECK_TASK = "socket-credentials"
+STALE_RUNS_TASK = "run-stale-sweep"
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -62,17 +67,21 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
               flush_interval=settings.performance.fanout_flush_interval)
     app[HUB] = hub
     app[PRESENCE] = presence
+    runs = app[RUNS] = RunService(pool, settings.runs, hub)
+    app[ACTIONS] = ActionService(pool, hub)
     app[MESSAGES] = MessageService(pool, app[CONVERSATIONS], settings.messages, hub,
-                                   settings.performance)
+                                   settings.performance, runs=runs)
     registry = SocketRegistry(settings.limits, metrics)
     app[SOCKETS] = registry
     await hub.start()
     await presence.start(supervisor)
     interval = options.heartbeat or RECHECK_WITHOUT_HEARTBEAT
     supervisor.start(RECHECK_TASK, lambda: recheck_loop(registry, pool, interval))
+    supervisor.start(STALE_RUNS_TASK, runs.sweep_loop)
     watch_bus(metrics, bus, supervisor)
     yield
     await supervisor.stop(RECHECK_TASK)
+    await supervisor.stop(STALE_RUNS_TASK)
     await presence.close()
     await hub.close()
 

@@ -52,6 +52,15 @@ def updated_frame(message: dict[str, Any]) -> bytes:
     return frame("message.updated", message=message)
 
 
+def run_frame(run: dict[str, Any]) -> bytes:
+    return frame("run.updated", run=run)
+
+
+def answered_frame(message: dict[str, Any]) -> bytes:
+    return frame("action.answered", message_id=message["id"], run_id=message["run_id"],
+                 action=message["action"])
+
+
 _TEXT_FIN = 0x81
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")

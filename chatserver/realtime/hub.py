@@ -24,7 +24,15 @@ from chatserver.bus import Bus
 from chatserver.config import RealtimeSettings
 from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.models import message_json
-from chatserver.realtime.frames import Envelope, Kind, Outgoing, message_frame, updated_frame
+from chatserver.realtime.frames import (
+    Envelope,
+    Kind,
+    Outgoing,
+    answered_frame,
+    message_frame,
+    run_frame,
+    updated_frame,
+)
 from chatserver.realtime.sendqueue import Flusher
 from chatserver.server.supervisor import Supervisor
 from chatserver.services import history
@@ -204,6 +212,15 @@ class Hub:
     async def message_updated(self, message: dict[str, Any]) -> None:
         await self._publish(message["conversation_id"], Kind.UPDATE, message["seq"],
                             updated_frame(message))
+
+    # A run change or an answer is an UPDATE at the conversation's last_seq when it committed:
+    # every socket gets it after that message and before any later one.
+    async def run_updated(self, run: dict[str, Any]) -> None:
+        await self._publish(run["conversation_id"], Kind.UPDATE, run["seq"], run_frame(run))
+
+    async def action_answered(self, message: dict[str, Any]) -> None:
+        await self._publish(message["conversation_id"], Kind.UPDATE,
+                            message["action"]["answered_seq"], answered_frame(message))
 
     async def ephemeral(self, conversation_id: uuid.UUID, frame: bytes) -> None:
         await self._publish(conversation_id.hex, Kind.EPHEMERAL, 0, frame)

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import AUTH_THROTTLE, HUB, MESSAGES, METRICS, SETTINGS
+from chatserver.appkeys import ACTIONS, AUTH_THROTTLE, HUB, MESSAGES, METRICS, SETTINGS
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
 from chatserver.problems import Problem, unavailable
@@ -40,7 +40,7 @@ from chatserver.realtime.guard import (
     Verdict,
 )
 from chatserver.realtime.sendqueue import SocketSender
-from chatserver.validation import parse_json_object
+from chatserver.validation import parse_hex_id, parse_json_object
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +136,16 @@ async def handle_text(
         kind = data.pop("type", None)
         if kind == "message":
             await post(app, sender, session, data)
+        elif kind == "action.answer":
+            await answer(app, sender, session, data)
         elif kind == "typing":
             await app[HUB].ephemeral(
                 session.conversation_id, frame("typing", user=session.principal.name)
             )
         else:
-            raise Problem(400, "type must be message or typing", code="unknown_type",
-                          invalid_params=[("type", "must be message or typing")])
+            raise Problem(400, "type must be message, action.answer or typing",
+                          code="unknown_type",
+                          invalid_params=[("type", "must be message, action.answer or typing")])
     except Problem as problem:
         sender.push(error_frame(problem, client_id))
     except UNAVAILABLE_ERRORS as exc:
@@ -160,6 +163,17 @@ async def post(
     if posted.created:
         app[METRICS].messages_in.labels("ws").inc()
     sender.push(frame("ack", client_id=new.client_id, message=posted.message))
+
+
+async def answer(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> None:
+    """An `action.answer` frame: {message_id, option | values, client_id?}; ack with the message."""
+    raw_id = body.pop("message_id", None)
+    message_id = parse_hex_id(raw_id if isinstance(raw_id, str) else "", "message_id")
+    message = await app[ACTIONS].answer(session.principal, session.conversation_id, message_id,
+                                        body)
+    sender.push(frame("ack", client_id=body.get("client_id"), message=message))
 
 
 ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",

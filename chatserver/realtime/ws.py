@@ -30,6 +30,7 @@ from chatserver.appkeys import (
     KEY_CACHE,
     METRICS,
     PRESENCE,
+    RUNS,
     SETTINGS,
     SOCKETS,
     TOKENS,
@@ -39,7 +40,7 @@ from chatserver.config import RealtimeSettings
 from chatserver.db.errors import UNAVAILABLE_ERRORS
 from chatserver.models import message_json
 from chatserver.problems import Problem
-from chatserver.realtime.frames import frame, message_frame
+from chatserver.realtime.frames import answered_frame, frame, message_frame, run_frame
 from chatserver.realtime.guard import (
     CLOSE_FORBIDDEN_ORIGIN,
     OpenSocket,
@@ -192,10 +193,16 @@ async def serve(
 
 
 async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
-    """Send every message above `since` in its current state; the highest seq sent (or since)."""
+    """Send every message above `since` in its current state, then the current state of every
+    run and answered action that changed at or after `since`; the highest seq sent (or since)."""
     last = session.since or 0
     async for rows in history.pages_after(app[DB_POOL], session.conversation_id, last):
         for row in rows:
             await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)
             last = row["seq"]
+    runs, answered = await app[RUNS].changed_since(session.conversation_id, session.since or 0)
+    for run in runs:
+        await ws.send_frame(run_frame(run), WSMsgType.TEXT)
+    for message in answered:
+        await ws.send_frame(answered_frame(message), WSMsgType.TEXT)
     return last

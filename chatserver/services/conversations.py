@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from chatserver.auth.keys import Principal
-from chatserver.models import Channel, Usecase, conversation_json
+from chatserver.models import Channel, InputDuringRun, Usecase, conversation_json
 from chatserver.problems import ValidationProblem, not_found
 from chatserver.services import cursors
 from chatserver.store import conversations as store
@@ -61,6 +61,8 @@ def _validated_config(
             config["workflow_id"] = str(workflow_id)
         elif not workflow_id.strip():
             sub.fail("workflow_id", "must not be empty")
+    if config.get("on_input_during_run", InputDuringRun.ALLOW) not in set(InputDuringRun):
+        sub.fail("on_input_during_run", "must be one of allow, reject, interrupt, enqueue")
     if usecase is Usecase.WORKFLOW_EXECUTION and "workflow_id" not in config:
         sub.fail("workflow_id", "is required for usecase WORKFLOW_EXECUTION")
     fields.errors.extend(sub.errors)

@@ -11,7 +11,7 @@ import asyncpg
 
 COLUMNS = (
     "id, conversation_id, seq, client_id, content, content_type, filename, type, channel, "
-    "status, metadata, created_by, created_at, updated_at"
+    "status, metadata, created_by, created_at, updated_at, run_id, action"
 )
 
 # One statement: bump the conversation's last_seq (its row lock serialises concurrent writers, so
@@ -107,6 +107,8 @@ class NewMessage:
     filename: str | None = None
     client_id: str | None = None
     metadata: dict[str, Any] | None = None
+    run_id: uuid.UUID | None = None  # the run it belongs to (written by `store.runs`)
+    action: dict[str, Any] | None = None  # a question to the human (needs run_id)
 
     def same_request(self, row: Any) -> bool:
         """Whether a stored message is what this request would have written (idempotent replay)."""

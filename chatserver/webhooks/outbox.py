@@ -16,6 +16,9 @@ from chatserver.store import webhooks as store
 MESSAGE_CREATED = "message.created"
 MESSAGE_UPDATED = "message.updated"
 WEBHOOK_TEST = "webhook.test"
+RUN_CREATED = "run.created"
+RUN_UPDATED = "run.updated"
+ACTION_ANSWERED = "action.answered"
 
 
 def event(event_type: str, timestamp: datetime, data: dict[str, Any]) -> dict[str, Any]:
@@ -59,3 +62,13 @@ async def enqueue_message_events(conn: Any, event_type: str, message_rows: list[
             conn, [r["conversation_id"] for r in message_rows], event_type,
             [message_event(event_type, r) for r in message_rows],
         )
+
+
+async def enqueue_event(
+    conn: Any, conversation_id: uuid.UUID, event_type: str, timestamp: datetime,
+    data: dict[str, Any],
+) -> None:
+    """Queue any event of a conversation (runs, actions) inside the caller's transaction, which
+    has locked the conversation row: to its callback_url, in commit order with its messages."""
+    await store.enqueue(conn, uuid.uuid4(), conversation_id, event_type,
+                        event(event_type, timestamp, data))
