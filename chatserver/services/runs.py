@@ -333,7 +333,8 @@ class RunService:
     # --- the stale sweep -------------------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Fail every run whose status has not changed for `stale_after` seconds; how many."""
+        """Fail every started run (running, requires_action) whose status has not changed for
+        `stale_after` seconds; how many."""
         stale_after = self.settings.stale_after
         async with self.pool.acquire() as conn:
             candidates = await store.stale_candidates(conn, stale_after, STALE_BATCH)
@@ -355,7 +356,7 @@ class RunService:
             timeline = await self.lock(conn, SYSTEM, conversation_id)
             run = await store.get_run(conn, conversation_id, run_id, for_update=True)
             # Another instance may have swept it, or its agent moved it, since it was listed.
-            if (run is None or RunStatus(run["status"]) in ENDED
+            if (run is None or RunStatus(run["status"]) not in (RUNNING, REQUIRES_ACTION)
                     or not await store.is_stale(conn, run_id, stale_after)):
                 return None
             return await self._apply(conn, SYSTEM, timeline["last_seq"], run,

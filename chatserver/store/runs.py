@@ -77,11 +77,14 @@ UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, clock_timest
 WHERE id = $1 AND conversation_id = $2
 RETURNING {COLUMNS}
 """
-# Runs whose status has not changed since the cutoff, oldest first (read without locks: each is
-# then changed in its own transaction, which checks again under the row lock).
+# Started runs (running, requires_action) whose status has not changed since the cutoff, oldest
+# first (read without locks: each is then changed in its own transaction, which checks again under
+# the row lock). A queued run is not stale: under `enqueue` it may wait long for its turn, and
+# queued -> failed is not a transition.
 SELECT_STALE = """
 SELECT id, conversation_id FROM runs
-WHERE ended_at IS NULL AND status_at < clock_timestamp() - make_interval(secs => $1)
+WHERE ended_at IS NULL AND status IN ('running', 'requires_action')
+  AND status_at < clock_timestamp() - make_interval(secs => $1)
 ORDER BY status_at LIMIT $2
 """
 IS_STALE = """
