@@ -273,5 +273,6 @@ async def test_webhook_rows_for_runs_and_answers(api: Api, db: Any) -> None:
     types = [r["event_type"] for r in rows]
     assert types == ["run.created", "run.updated", "message.created", "run.updated",
                      "message.updated", "action.answered", "run.updated"], types
-    statuses = [r["payload"]["data"]["run"]["status"] for r in rows if r["event_type"][:4] == "run."]
+    statuses = [r["payload"]["data"]["run"]["status"] for r in rows
+                if r["event_type"].startswith("run.")]
     assert statuses == ["queued", "running", "requires_action", "requires_action"]
