@@ -288,7 +288,7 @@ class RunService:
                 raise ValidationProblem([("run_id", "no such run in this conversation")])
             if new.action is not None:
                 check_transition(RunStatus(run["status"]), REQUIRES_ACTION)
-            row = await store.insert_run_message(conn, new)
+            row = await message_store.insert_message(conn, new)
             if row is None:
                 raise not_found()
             await outbox.enqueue_message_event(conn, MESSAGE_CREATED, row)

@@ -23,8 +23,8 @@ WITH next AS (
     RETURNING last_seq, channel
 )
 INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
-                      channel, status, metadata, created_by)
-SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10 FROM next
+                      channel, status, metadata, created_by, run_id, action)
+SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12 FROM next
 RETURNING {COLUMNS}
 """
 # A batch in one statement, for any mix of conversations. A message whose (conversation, client_id)
@@ -126,6 +126,7 @@ async def insert_message(conn: Any, new: NewMessage) -> asyncpg.Record | None:
     return await conn.fetchrow(
         INSERT_MESSAGE, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
         new.content_type, new.filename, new.type, new.status, new.metadata or {}, new.created_by,
+        new.run_id, new.action,
     )
 
 

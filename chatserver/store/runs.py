@@ -93,17 +93,6 @@ SELECT status_at < clock_timestamp() - make_interval(secs => $2) FROM runs WHERE
 
 # --- messages of a run -------------------------------------------------------------------------
 
-INSERT_RUN_MESSAGE = f"""
-WITH next AS (
-    UPDATE conversations SET last_seq = last_seq + 1
-    WHERE id = $2
-    RETURNING last_seq, channel
-)
-INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
-                      channel, status, metadata, created_by, run_id, action)
-SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12 FROM next
-RETURNING {MESSAGE_COLUMNS}
-"""
 SELECT_MESSAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND conversation_id = $2"
 # The first valid answer wins: the row changes only while it has an unanswered, unexpired action.
 ANSWER_ACTION = f"""
@@ -191,15 +180,6 @@ async def stale_candidates(conn: Any, stale_after: float, limit: int) -> list[as
 
 async def is_stale(conn: Any, run_id: uuid.UUID, stale_after: float) -> bool:
     return bool(await conn.fetchval(IS_STALE, run_id, stale_after))
-
-
-async def insert_run_message(conn: Any, new: Any) -> asyncpg.Record | None:
-    """A message of a run (with its action, if any), with the next seq."""
-    return await conn.fetchrow(
-        INSERT_RUN_MESSAGE, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
-        new.content_type, new.filename, new.type, new.status, new.metadata or {},
-        new.created_by, new.run_id, new.action,
-    )
 
 
 async def get_message(
