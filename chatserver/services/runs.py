@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.models import InputDuringRun, MessageType, RunStatus, message_json, run_json
 from chatserver.problems import Problem, ValidationProblem, not_found
 from chatserver.services import cursors
+from chatserver.services.inputgate import InputGate
 from chatserver.services.runstates import (
     ENDED,
     FAILED,
@@ -85,36 +85,12 @@ def decode_cursor(text: str) -> Any:
     return cursors.decode_cursor(text, lambda key: uuid.UUID(hex=key))
 
 
-class InputPolicies:
-    """`config.on_input_during_run` per conversation, remembered for `[runs] policy_cache_ttl`
-    seconds (a change of the setting reaches every instance within that time)."""
-
-    def __init__(self, pool: asyncpg.Pool, ttl: float, size: int = 100_000) -> None:
-        self.pool = pool
-        self.ttl = ttl
-        self.size = size
-        self.known: dict[uuid.UUID, tuple[float, InputDuringRun]] = {}
-
-    async def get(self, conversation_id: uuid.UUID) -> InputDuringRun:
-        now = time.monotonic()
-        cached = self.known.get(conversation_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        async with self.pool.acquire() as conn:
-            value = await store.get_policy(conn, conversation_id)
-        policy = InputDuringRun(value) if value in set(InputDuringRun) else InputDuringRun.ALLOW
-        if len(self.known) >= self.size:
-            del self.known[next(iter(self.known))]
-        self.known[conversation_id] = (now + self.ttl, policy)
-        return policy
-
-
 class RunService:
     def __init__(self, pool: asyncpg.Pool, settings: RunSettings, events: RunEvents) -> None:
         self.pool = pool
         self.settings = settings
         self.events = events
-        self.policies = InputPolicies(pool, settings.policy_cache_ttl)
+        self.inputs = InputGate(pool, settings.policy_cache_ttl)
 
     @staticmethod
     async def lock(conn: Any, principal: Principal, conversation_id: uuid.UUID) -> Any:
@@ -307,15 +283,7 @@ class RunService:
         """`reject`: 409 run_active for a user's message while a run is queued or running."""
         if new.type != MessageType.USER_INPUT:
             return InputDuringRun.ALLOW
-        policy = await self.policies.get(new.conversation_id)
-        if policy is InputDuringRun.REJECT:
-            async with self.pool.acquire() as conn:
-                working = await store.working_ids(conn, new.conversation_id)
-            if working:
-                raise Problem(409, f"run {working[0].hex} is active; this conversation rejects "
-                                   "input during a run (config.on_input_during_run)",
-                              code="run_active")
-        return policy
+        return await self.inputs.check(new.conversation_id)
 
     async def after_input(self, policy: InputDuringRun, message: dict[str, Any]) -> None:
         """`interrupt`: the message is stored; cancel is requested on every working run."""

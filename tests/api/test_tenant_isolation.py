@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chatserver.api.middlewares import PUBLIC_ROUTES, TOKEN_ROUTES
+from chatserver.api.middlewares import PUBLIC_ROUTES, TOKEN_ROUTES, TOKEN_RUN_ROUTES
 from chatserver.api.routes import ROUTES
 from chatserver.app import create_app
 from chatserver.openapi.operations import OPERATIONS
@@ -33,6 +33,9 @@ BODIES: dict[str, Any] = {
     "update_workflow_conversation": {"agent_product_id": 666},
     "connect_to_workflow_conversation": {"intruder": True},
     "create_token": {"user": "mallory"},
+    "create_run": {"agent": "intruder"},
+    "update_run": {"status": "failed", "error": {"code": "intrusion"}},
+    "answer_action": {"option": "yes"},
 }
 SOCKET_ROUTE = "conversation_socket"
 HEX = re.compile(r"[0-9a-f]{32}")
@@ -51,6 +54,7 @@ class Tenants:
             "conversation_id": uuid.uuid4().hex, "message_id": uuid.uuid4().hex,
             "delivery_id": uuid.uuid4().hex, "id": str(2**62 + secrets.randbelow(2**40)),
             "user_id": str(2**62 + secrets.randbelow(2**40)),
+            "run_id": uuid.uuid4().hex,
         }
 
 
@@ -65,6 +69,12 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
         "config": {"callback_url": receiver.url("/team-b-hook")}}, expect=201)
     cid = created["id"]
     message = await b.post_message(cid, "team B's private words")
+    _, run, _ = await b.call("POST", f"/conversations/{cid}/runs", {"agent": "b-agent"},
+                             expect=201)
+    await b.call("PATCH", f"/conversations/{cid}/runs/{run['id']}", {"status": "running"},
+                 expect=200)
+    asked = await b.post_message(cid, "ok?", type="AGENT_OUTPUT", run_id=run["id"],
+                                 action={"kind": "confirm", "prompt": "team B's question"})
     await receiver.wait_for(1, "/team-b-hook")
 
     async def delivered() -> Any:
@@ -74,10 +84,12 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
     deliveries = await eventually(delivered)
     _, workflow, _ = await b.call("POST", "/workflow-conversations",
                                   {"agent_product_id": 7, "user_id": B_USER}, expect=201)
-    t.b = {"conversation_id": cid, "message_id": message["id"],
+    # B's message ids point at its action message: the answer route finds an action there.
+    t.b = {"conversation_id": cid, "message_id": asked["id"],
            "delivery_id": deliveries[0]["id"], "id": str(workflow["id"]),
-           "user_id": str(B_USER)}
-    t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta",
+           "user_id": str(B_USER), "run_id": run["id"]}
+    t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta", run["id"],
+               "b-agent", asked["id"], "team B's question",
                created["webhook_secret"], "/team-b-hook", deliveries[0]["id"]]
     return t
 
@@ -160,7 +172,7 @@ async def test_every_route_treats_other_teams_objects_as_missing(
 
 
 def expected_status(caller: str, name: str, path: str) -> tuple[int, ...]:
-    if caller == "token" and name not in TOKEN_ROUTES:
+    if caller == "token" and name not in TOKEN_ROUTES | TOKEN_RUN_ROUTES:
         return (403,)  # decided before any lookup: the same for every id
     if path.startswith("/users/"):
         return (200,)  # a list filtered by team: empty, as for an unknown user
@@ -200,4 +212,5 @@ async def snapshot(b: Api, t: Tenants) -> Any:
     _, workflow, _ = await b.call("GET", f"/workflow-conversations/{t.b['id']}", expect=200)
     _, webhook, _ = await b.call("GET", f"/conversations/{cid}/webhook", expect=200)
     _, deliveries, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
-    return conversation, messages, workflow, webhook, [d["id"] for d in deliveries]
+    _, runs, _ = await b.call("GET", f"/conversations/{cid}/runs", expect=200)
+    return conversation, messages, workflow, webhook, [d["id"] for d in deliveries], runs

@@ -147,3 +147,27 @@ async def test_one_winner_among_20_concurrent_answers_on_two_instances(
     _, stored, _ = await b.call("GET", f"/conversations/{cid}/messages", expect=200)
     assert stored[0]["action"]["answer"] == winners[0]["action"]["answer"]
     await watcher.close()
+
+
+async def test_pipelined_sends_keep_their_order_under_each_policy(
+    settings: Settings, aiohttp_client: Any, make_key: Any
+) -> None:
+    """The policy check (a query under `reject`, and whenever the policy is not remembered) must
+    not let a socket's later frame overtake an earlier one on the way to the committer."""
+    app = create_app(settings.replace(limits={"socket_frames_per_second": 0,
+                                              "socket_frames_in_flight": 8},
+                                      runs={"policy_cache_ttl": 0.0}))
+    api = Api(await aiohttp_client(app), await make_key("pipeliner"))
+    for policy in ("reject", "interrupt", "allow"):
+        cid = await api.create_conversation(config={"on_input_during_run": policy})
+        ws = await connect(api.client, cid, api.key)
+        await ready(ws)
+        count = 40
+        for i in range(count):
+            await send(ws, type="message", content=f"m{i}", client_id=f"c{i}")
+        acks: dict[str, int] = {}
+        while len(acks) < count:
+            got = await frame_of(ws, "ack")
+            acks[got["client_id"]] = got["message"]["seq"]
+        assert [acks[f"c{i}"] for i in range(count)] == list(range(1, count + 1)), policy
+        await ws.close()
