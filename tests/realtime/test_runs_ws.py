@@ -171,3 +171,25 @@ async def test_pipelined_sends_keep_their_order_under_each_policy(
             acks[got["client_id"]] = got["message"]["seq"]
         assert [acks[f"c{i}"] for i in range(count)] == list(range(1, count + 1)), policy
         await ws.close()
+
+
+async def test_run_frames_from_another_instance_follow_their_message(
+    settings: Settings, aiohttp_client: Any, make_key: Any, redis_server: RedisServer
+) -> None:
+    config = settings.replace(redis={"url": redis_server.url})
+    key = await make_key("admin")
+    a, b = [Api(await aiohttp_client(create_app(config)), key) for _ in range(2)]
+    cid = await a.create_conversation()
+    ws = await connect(b.client, cid, key)
+    await ready(ws)
+    _, run, _ = await a.call("POST", runs_path(cid), {"agent": "helper"}, expect=201)
+    for i in range(5):
+        await a.post_message(cid, f"step {i}", type="AGENT_OUTPUT", run_id=run["id"])
+        await a.call("PATCH", runs_path(cid, run["id"]),
+                     {"status": "running", "activity": f"step {i}"}, expect=200)
+    await a.call("PATCH", runs_path(cid, run["id"]), {"status": "completed"}, expect=200)
+    expected: list[tuple[str, Any]] = [("run", "queued")]
+    for i in range(5):
+        expected += [("message", i + 1), ("run", "running")]
+    assert await timeline(ws, 12) == [*expected, ("run", "completed")]
+    await ws.close()
