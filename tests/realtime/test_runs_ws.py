@@ -26,8 +26,11 @@ async def token(api: Api, cid: str, user: str) -> str:
     return str(minted["token"])
 
 
-async def timeline(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[tuple[str, Any]]:
-    """The next `count` message and run frames: ("message", seq) or ("run", status)."""
+async def timeline(
+    ws: aiohttp.ClientWebSocketResponse, count: int, runs: list[dict[str, Any]] | None = None
+) -> list[tuple[str, Any]]:
+    """The next `count` message and run frames: ("message", seq) or ("run", status); the runs
+    are also appended to `runs`."""
     seen: list[tuple[str, Any]] = []
     while len(seen) < count:
         frame = await next_frame(ws)
@@ -36,6 +39,8 @@ async def timeline(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[tupl
             seen.append(("message", frame["message"]["seq"]))
         elif frame["type"] == "run.updated":
             seen.append(("run", frame["run"]["status"]))
+            if runs is not None:
+                runs.append(frame["run"])
     return seen
 
 
@@ -52,9 +57,14 @@ async def test_run_frames_are_ordered_with_the_messages(client: Any, make_key: A
     await api.call("PATCH", runs_path(cid, run["id"]), {"activity": "reading"}, expect=200)
     await api.call("POST", runs_path(cid, run["id"]) + "/cancel", expect=200)
     await api.call("PATCH", runs_path(cid, run["id"]), {"status": "cancelled"}, expect=200)
-    assert await timeline(ws, 7) == [
+    runs: list[dict[str, Any]] = []
+    assert await timeline(ws, 7, runs) == [
         ("message", 1), ("run", "queued"), ("run", "running"), ("message", 2),
         ("run", "running"), ("run", "running"), ("run", "cancelled")]
+    assert runs[2]["activity"] == "reading" and runs[2]["cancel_requested_at"] is None
+    assert runs[3]["cancel_requested_at"] is not None  # the cancel request, before the end
+    assert [r["version"] for r in runs] == [1, 2, 3, 4, 5]
+    assert [r["seq"] for r in runs] == [1, 1, 2, 2, 2]
     await ws.close()
 
 
