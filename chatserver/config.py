@@ -63,11 +63,14 @@ class DatabaseSettings:
         "choices": ("force_custom_plan", "auto", "force_generic_plan")})
     synchronous_commit: str = field(default="on", metadata={
         "choices": ("on", "remote_apply", "remote_write", "local", "off")})
+    partitions: int = 0
 
 
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = ""
+    cluster: bool = False
+    cluster_refresh_interval: float = 5.0
 
 
 @dataclass(frozen=True)

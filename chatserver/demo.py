@@ -39,7 +39,7 @@ async def create_demo(
 ) -> tuple[str, list[DemoLink]]:
     """A new conversation, and one page URL with a fresh token per user."""
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     pool = await create_pool(
         dsn, dataclasses.replace(settings.database, pool_min_size=1, pool_max_size=2)
     )

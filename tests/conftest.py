@@ -17,6 +17,7 @@ from chatserver.config import Settings
 from chatserver.db.dsn import with_database
 from chatserver.db.pool import init_connection
 from tests import databases
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 
@@ -37,6 +38,14 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One 3-primary + 3-replica Redis Cluster for the session (started on first use)."""
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def template_database(postgres_admin_dsn: str) -> str:
     return asyncio.run(databases.create_template(postgres_admin_dsn))
 
@@ -50,7 +59,8 @@ async def database_url(postgres_admin_dsn: str, template_database: str) -> Async
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings().replace(database={"url": database_url, "pool_min_size": 1})
+    return Settings().replace(database={"url": database_url, "pool_min_size": 1,
+                                        "partitions": databases.partitions_under_test()})
 
 
 @pytest.fixture

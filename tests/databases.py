@@ -3,6 +3,8 @@
 Postgres is the embedded one (started once per session in a temporary directory) unless
 CHATSERVER_TEST_DATABASE_URL points at a server we may create databases on. Each test gets its
 own database, copied from a migrated template, so tests never see each other's rows.
+With CHATSERVER_TEST_PARTITIONS=N the template's messages table is N hash partitions
+(`[database] partitions`), and so is every test database copied from it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ import asyncpg
 
 from chatserver.db.bootstrap import run_migrations
 from chatserver.db.dsn import with_database
+
+
+def partitions_under_test() -> int:
+    """`[database] partitions` of the test databases (CHATSERVER_TEST_PARTITIONS, default 0)."""
+    return int(os.environ.get("CHATSERVER_TEST_PARTITIONS", "0"))
 
 
 def start_test_postgres() -> tuple[object | None, str]:
@@ -37,7 +44,7 @@ async def create_template(admin_dsn: str) -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    await run_migrations(with_database(admin_dsn, name))
+    await run_migrations(with_database(admin_dsn, name), partitions=partitions_under_test())
     return name
 
 

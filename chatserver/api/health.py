@@ -29,7 +29,12 @@ async def readyz(request: web.Request) -> web.Response:
     ready = all(v == "ok" for v in checks.values()) and supervisor.healthy()
     # The bus is reported, not required: with it down, posting and local delivery go on, and
     # every room is filled from Postgres when it is back.
-    bus = {"state": str(request.app[HUB].bus.state)} if HUB in request.app else {}
+    bus: dict[str, object] = {}
+    if HUB in request.app:
+        hub_bus = request.app[HUB].bus
+        bus["state"] = str(hub_bus.state)
+        if nodes := hub_bus.node_states():  # a Redis Cluster's primaries
+            bus["nodes"] = {name: str(state) for name, state in nodes.items()}
     return json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks, "bus": bus,
          "tasks": supervisor.report()},

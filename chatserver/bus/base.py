@@ -30,6 +30,9 @@ class Bus(Protocol):
     @property
     def state(self) -> BusState: ...
 
+    def node_states(self) -> dict[str, BusState]:
+        """The state of each Redis Cluster primary by "host:port" (empty for other backends)."""
+
     async def connect(self, handler: BusHandler, supervisor: Supervisor) -> None:
         """Start delivering to `handler`; a backend with a listener runs it under `supervisor`."""
 

@@ -17,6 +17,9 @@ class MemoryBus:
     def state(self) -> BusState:
         return BusState.OK
 
+    def node_states(self) -> dict[str, BusState]:
+        return {}
+
     async def connect(self, handler: BusHandler, supervisor: Supervisor) -> None:
         self._handler = handler  # nothing to listen to: no task to supervise
 

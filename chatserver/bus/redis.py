@@ -27,6 +27,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from chatserver.bus.base import BusHandler, BusState
+from chatserver.bus.batch import Outgoing, PublishBatch
+from chatserver.bus.watchdog import watch
 from chatserver.server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -74,13 +76,14 @@ class RedisBus:
         self._alive_at = 0.0
         self._supervisor: Supervisor | None = None
         self._sync_lock = asyncio.Lock()
-        self._outgoing: list[tuple[str, bytes]] | None = None
-        self._sent: asyncio.Future[None] | None = None
-        self._senders: set[asyncio.Task[None]] = set()
+        self._batch = PublishBatch(self._send)
 
     @property
     def state(self) -> BusState:
         return self._state
+
+    def node_states(self) -> dict[str, BusState]:
+        return {}
 
     def _set_state(self, state: BusState) -> None:
         if state is not self._state:
@@ -101,27 +104,17 @@ class RedisBus:
             await self.client.aclose()
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        if self._outgoing is None or self._sent is None:
-            self._outgoing, self._sent = [], asyncio.get_running_loop().create_future()
-            task = asyncio.create_task(self._send(self._outgoing, self._sent))
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
-        self._outgoing.append((PREFIX + topic, payload))
-        await asyncio.shield(self._sent)
+        await self._batch.publish(topic, payload)
 
-    async def _send(self, outgoing: list[tuple[str, bytes]], sent: asyncio.Future[None]) -> None:
-        # Runs one iteration after the first publish: everything published meanwhile goes along.
-        self._outgoing = self._sent = None
+    async def _send(self, outgoing: Outgoing) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
-            for channel, payload in outgoing:
-                pipe.publish(channel, payload)
+            for topic, payload in outgoing:
+                pipe.publish(PREFIX + topic, payload)
             await pipe.execute()
         except (RedisError, OSError) as exc:
             # Other instances fill the gap from Postgres (on the next message or reconciliation).
             log.debug("publishing %d payloads failed: %r", len(outgoing), exc)
-        finally:
-            sent.set_result(None)
 
     async def subscribe(self, topic: str) -> None:
         self._topics.add(topic)
@@ -154,25 +147,13 @@ class RedisBus:
     async def listen(self) -> None:
         """One listener session, watched: raises when it ends or stalls (the bus is down then)."""
         session = asyncio.create_task(self._session(), name="redis-bus-session")
+        self._alive_at = asyncio.get_running_loop().time()
         try:
-            await self._watch(session)
+            await watch(session, lambda: self._alive_at, self.stall_timeout, "redis bus")
         finally:
             session.cancel()
             await asyncio.gather(session, return_exceptions=True)
             self._set_state(BusState.DOWN)
-
-    async def _watch(self, session: asyncio.Task[None]) -> None:
-        """Wait for the session to end, or for it to stop showing signs of life; raise why."""
-        loop = asyncio.get_running_loop()
-        self._alive_at = loop.time()
-        while True:
-            done, _ = await asyncio.wait({session}, timeout=self.stall_timeout / 3)
-            if done:
-                session.result()  # raises what ended it
-                raise ConnectionError("the redis bus listener ended")
-            silent = loop.time() - self._alive_at
-            if silent > self.stall_timeout:
-                raise TimeoutError(f"the redis bus listener stalled for {silent:.1f}s")
 
     async def _session(self) -> None:
         pubsub = self.client.pubsub()

@@ -40,13 +40,13 @@ def load_settings(path: str | None) -> Settings:
 
 async def _with_db(settings: Settings) -> asyncpg.Connection:
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     return await asyncpg.connect(dsn)
 
 
 async def run_migrate(settings: Settings) -> None:
     dsn = await resolve_dsn(settings)
-    applied = await run_migrations(dsn)
+    applied = await run_migrations(dsn, partitions=settings.database.partitions)
     print(f"applied {len(applied)} migration(s): {applied}" if applied else "schema is up to date")
 
 

@@ -48,7 +48,7 @@ async def prepare(settings: Settings) -> Settings:
     The embedded server (if any) belongs to this process and stops when it exits.
     """
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     conn = await asyncpg.connect(dsn)
     try:
         await create_first_key(conn, settings.server.port)

@@ -24,9 +24,10 @@ async def resolve_dsn(settings: Settings) -> str:
     return dsn
 
 
-async def run_migrations(dsn: str) -> list[int]:
+async def run_migrations(dsn: str, *, partitions: int) -> list[int]:
+    """Pending migrations, then `[database] partitions` (see db/partitions.py)."""
     conn = await asyncpg.connect(dsn)
     try:
-        return await migrate(conn)
+        return await migrate(conn, partitions=partitions)
     finally:
         await conn.close()

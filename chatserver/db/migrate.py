@@ -2,6 +2,8 @@
 
 Applied versions are recorded in `schema_migrations`. The whole run holds a Postgres advisory lock,
 so several instances starting at once apply each migration exactly once and wait for each other.
+The messages table's partitioning (`[database] partitions`, db/partitions.py) follows under the
+same lock.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
+
+from chatserver.db.partitions import apply_partitions
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,8 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Apply pending migrations; return the versions applied by this call."""
+async def migrate(conn: asyncpg.Connection, *, partitions: int) -> list[int]:
+    """Apply pending migrations, then `partitions`; return the versions applied by this call."""
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
@@ -66,6 +70,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 await conn.execute(INSERT_APPLIED, migration.version, migration.name)
             log.info("applied migration %04d_%s", migration.version, migration.name)
             applied_now.append(migration.version)
+        await apply_partitions(conn, partitions)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return applied_now

@@ -33,6 +33,7 @@ from chatserver.appkeys import (
 )
 from chatserver.auth.tokens import TokenSigner, load_secret
 from chatserver.bus import Bus, BusState, create_bus
+from chatserver.bus.cluster import ClusterBus
 from chatserver.bus.redis import LISTENER_TASK, RedisBus
 from chatserver.db.errors import TRANSIENT_ERRORS
 from chatserver.metrics import CountCollector, Metrics, StateCollector
@@ -57,9 +58,10 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     options = settings.realtime
     pool = app[DB_POOL]
     bus = create_bus(settings.redis.url, backoff_max=options.bus_backoff_max,
-                     stall_timeout=options.listener_stall_timeout)
+                     stall_timeout=options.listener_stall_timeout, cluster=settings.redis.cluster,
+                     refresh_interval=settings.redis.cluster_refresh_interval)
     presence: Presence = (
-        RedisPresence(bus.client, options.presence_ttl) if isinstance(bus, RedisBus)
+        RedisPresence(bus.client, options.presence_ttl) if isinstance(bus, RedisBus | ClusterBus)
         else MemoryPresence()
     )
     app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret, app[SECRET_BOX]))
@@ -126,7 +128,13 @@ def watch_bus(metrics: Metrics, bus: Bus, supervisor: Supervisor) -> None:
     ))
     metrics.watch(CountCollector(
         "chatserver_bus_reconnects", "Reconnections of the bus listener", [],
-        lambda: {(): float(supervisor.restarts(LISTENER_TASK))},
+        lambda: {(): float(sum(h.restarts for name, h in supervisor.health.items()
+                               if name.partition(":")[0] == LISTENER_TASK))},
+    ))
+    metrics.watch(StateCollector(
+        "chatserver_bus_node_up", "1 while a Redis Cluster primary's listener is connected",
+        ["node"],
+        lambda: {(node,): float(state is BusState.OK) for node, state in bus.node_states().items()},
     ))
 
 

@@ -1,7 +1,9 @@
 """Presence: who is connected to a conversation, across every instance.
 
 Each socket is one entry `<socket id>:<user>`. In memory for a single instance; with Redis, a sorted
-set per conversation scored by expiry time, refreshed by the owning instance every `ttl / 3`
+set per conversation (its key hash-tagged with the conversation, so on a Redis Cluster it sits on
+the primary that carries the conversation's channel; every command names one key) scored by
+expiry time, refreshed by the owning instance every `ttl / 3`
 seconds (the supervised task `presence-refresh`, not required for readiness), so the sockets of
 an instance that died drop out after `ttl`. Join and leave events travel as ephemeral frames
 through the hub; this module only answers "who is here".
@@ -17,6 +19,7 @@ import uuid
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from chatserver.server.supervisor import Supervisor
@@ -74,7 +77,7 @@ class MemoryPresence(LocalEntries):
 
 
 class RedisPresence(LocalEntries):
-    def __init__(self, client: Redis, ttl: float) -> None:
+    def __init__(self, client: Redis | RedisCluster, ttl: float) -> None:
         super().__init__()
         self.client = client
         self.ttl = ttl
@@ -131,4 +134,4 @@ class RedisPresence(LocalEntries):
 
 
 def _key(conversation_id: uuid.UUID) -> str:
-    return KEY_PREFIX + conversation_id.hex
+    return f"{KEY_PREFIX}{{{conversation_id.hex}}}"

@@ -80,10 +80,13 @@ SELECT false AS created, * FROM stored
 SELECT_BY_CLIENT_ID = f"""
 SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 AND client_id = $2
 """
+# No bound is the widest bound (seqs start at 1), never `$2 IS NULL OR seq < $2`: a generic plan
+# (plan_cache_mode = auto after a few executions) can then still seek to the bounds in
+# messages_seq_unique instead of walking the whole conversation and filtering.
 _PAGE_WHERE = """
 WHERE conversation_id = $1
-  AND ($2::bigint IS NULL OR seq < $2)
-  AND ($3::bigint IS NULL OR seq > $3)
+  AND seq < coalesce($2::bigint, 9223372036854775807)
+  AND seq > coalesce($3::bigint, 0)
 """
 SELECT_PAGE_DESC = f"SELECT {COLUMNS} FROM messages {_PAGE_WHERE} ORDER BY seq DESC LIMIT $4"
 SELECT_PAGE_ASC = f"SELECT {COLUMNS} FROM messages {_PAGE_WHERE} ORDER BY seq ASC LIMIT $4"

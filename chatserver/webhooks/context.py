@@ -163,7 +163,7 @@ async def run_dispatcher(settings: Settings, *, burst: bool = False) -> None:
     """`chatserver worker`: a supervised dispatcher in a process of its own, until SIGINT/SIGTERM
     (or, with `burst`, until nothing is due)."""
     dsn = await resolve_dsn(settings)
-    await run_migrations(dsn)
+    await run_migrations(dsn, partitions=settings.database.partitions)
     pool = await create_pool(dsn, settings.database)
     sender = WebhookSender(settings.webhooks)
     await sender.start()

@@ -69,6 +69,17 @@ async def test_migrate_is_idempotent_and_safe_concurrently(database_url: str) ->
     assert len(versions) == len(set(versions)) >= 1
 
 
+async def test_migrate_refuses_partitions_it_cannot_create(database_url: str, api: Any) -> None:
+    """A populated plain messages table (or one of another partition count) is never converted:
+    start-up stops in one line naming the setting."""
+    await api.post_message(await api.create_conversation(), "stays where it is")
+    result = run_cli("migrate", env={"CHATSERVER_DATABASE_URL": database_url,
+                                     "CHATSERVER_DATABASE_PARTITIONS": "3"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("chatserver: ") and "[database] partitions = 3" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_config_stops_startup_naming_the_key(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("[server]\nportt = 1\n")
     result = run_cli("--config", str(tmp_path / "c.toml"), "serve", env={})

@@ -58,7 +58,7 @@ async def outage_url(own_postgres: Postgres) -> AsyncIterator[str]:
     finally:
         await conn.close()
     url = with_database(own_postgres.admin_url, name)
-    await run_migrations(url)
+    await run_migrations(url, partitions=0)
     yield url
 
 
