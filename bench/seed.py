@@ -37,6 +37,14 @@ SELECT conname FROM pg_constraint
 WHERE conrelid = 'messages'::regclass AND contype IN ('p', 'u', 'f')
 """
 DROP_KEY = "ALTER TABLE messages DROP CONSTRAINT {}"
+# Indexes of messages that back no constraint (e.g. messages_answered): dropped and rebuilt too.
+SELECT_PLAIN_INDEX_NAMES = """
+SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'messages'::regclass
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint
+                  WHERE conrelid = 'messages'::regclass AND conindid = i.indexrelid)
+"""
+DROP_INDEX = "DROP INDEX {}"
 QUOTE_IDENT = "SELECT quote_ident($1)"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CHUNK = 100_000  # ids drawn from os.urandom at once
@@ -90,9 +98,11 @@ def _message_rows(ids: list[uuid.UUID], counts: list[int]) -> Iterator[tuple[obj
 
 @contextlib.asynccontextmanager
 async def keys_rebuilt(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """messages without its keys (primary, unique, foreign) meanwhile; rebuilt on exit, one sort
-    per index (about 3x faster than maintaining them row by row)."""
+    """messages without its keys (primary, unique, foreign) and other indexes meanwhile; rebuilt
+    on exit, one sort per index (about 3x faster than maintaining them row by row)."""
     keys = [r[0] for r in await conn.fetch(SELECT_KEYS_DDL)]
+    for row in await conn.fetch(SELECT_PLAIN_INDEX_NAMES):
+        await conn.execute(DROP_INDEX.format(await conn.fetchval(QUOTE_IDENT, row[0])))
     for row in await conn.fetch(SELECT_KEY_NAMES):
         await conn.execute(DROP_KEY.format(await conn.fetchval(QUOTE_IDENT, row[0])))
     yield

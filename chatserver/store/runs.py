@@ -109,7 +109,8 @@ RETURNING {MESSAGE_COLUMNS}
 # Action messages answered at or after a seq (a socket resuming with since gets them again).
 SELECT_ANSWERED_SINCE = f"""
 SELECT {MESSAGE_COLUMNS} FROM messages
-WHERE conversation_id = $1 AND action IS NOT NULL AND (action ->> 'answered_seq')::bigint >= $2
+WHERE conversation_id = $1 AND action IS NOT NULL
+  AND (action ->> 'answered_seq')::bigint >= $2
 ORDER BY (action ->> 'answered_seq')::bigint
 """
 

@@ -34,3 +34,6 @@ CREATE INDEX runs_unended_by_status_at ON runs (status_at) WHERE ended_at IS NUL
 
 ALTER TABLE messages ADD COLUMN run_id uuid;
 ALTER TABLE messages ADD COLUMN action jsonb;
+-- Answers given at or after a seq (a socket resuming with since): action messages only.
+CREATE INDEX messages_answered ON messages (conversation_id, ((action ->> 'answered_seq')::bigint))
+    WHERE action IS NOT NULL;
