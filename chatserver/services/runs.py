@@ -302,16 +302,22 @@ class RunService:
 
     async def sweep(self) -> int:
         """Fail every started run (running, requires_action) whose status has not changed for
-        `stale_after` seconds; how many."""
+        `stale_after` seconds, a batch at a time; how many."""
         stale_after = self.settings.stale_after
-        async with self.pool.acquire() as conn:
-            candidates = await store.stale_candidates(conn, stale_after, STALE_BATCH)
         failed = 0
-        for candidate in candidates:
-            row = await self._fail_if_stale(candidate["conversation_id"], candidate["id"])
-            if row is not None:
-                failed += 1
-                await self.events.run_updated(run_json(row))
+        while True:
+            async with self.pool.acquire() as conn:
+                candidates = await store.stale_candidates(conn, stale_after, STALE_BATCH)
+            failed_now = 0
+            for candidate in candidates:
+                row = await self._fail_if_stale(candidate["conversation_id"], candidate["id"])
+                if row is not None:
+                    failed_now += 1
+                    await self.events.run_updated(run_json(row))
+            failed += failed_now
+            # A short batch was the last; a batch failing none was taken by another instance.
+            if len(candidates) < STALE_BATCH or not failed_now:
+                break
         if failed:
             log.info("failed %d stale runs (no status change for %.0fs)", failed, stale_after)
         return failed
