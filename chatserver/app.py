@@ -36,6 +36,7 @@ from chatserver.ratelimit import KeyedLimiter
 from chatserver.realtime.context import close_sockets, realtime_ctx
 from chatserver.security.box import SecretBox
 from chatserver.security.rotation import reseal_all, warn_without_key
+from chatserver.server.memory import TRIM_TASK, trim_loop
 from chatserver.server.shutdown import Shutdown
 from chatserver.server.supervisor import Supervisor, TaskState
 from chatserver.services.conversations import ConversationService
@@ -70,6 +71,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor = Supervisor()
     app[SUPERVISOR] = supervisor
+    trim_interval = app[SETTINGS].performance.memory_trim_interval
+    if trim_interval > 0:
+        supervisor.start(TRIM_TASK, lambda: trim_loop(trim_interval), required=False)
     app[METRICS].watch(StateCollector(
         "chatserver_task_up", "1 while a supervised background task runs", ["task"],
         lambda: {(n, ): float(h.state is TaskState.RUNNING) for n, h in supervisor.health.items()},

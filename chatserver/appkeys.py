@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from chatserver.services.actions import ActionService
     from chatserver.services.conversations import ConversationService
     from chatserver.services.messages import MessageService
+    from chatserver.services.participants import ParticipantService
     from chatserver.services.runs import RunService
+    from chatserver.services.streams import StreamService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
 
@@ -37,6 +39,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool")
 CONVERSATIONS: web.AppKey[ConversationService] = web.AppKey("conversations")
 MESSAGES: web.AppKey[MessageService] = web.AppKey("messages")
+PARTICIPANTS: web.AppKey[ParticipantService] = web.AppKey("participants")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 RATE_LIMITER: web.AppKey[KeyedLimiter] = web.AppKey("rate_limiter")
@@ -54,6 +57,7 @@ TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
 SOCKETS: web.AppKey[SocketRegistry] = web.AppKey("sockets")
 SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
+STREAMS: web.AppKey[StreamService] = web.AppKey("streams")
 SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
 RUNS: web.AppKey[RunService] = web.AppKey("runs")
 ACTIONS: web.AppKey[ActionService] = web.AppKey("actions")

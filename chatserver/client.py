@@ -43,6 +43,10 @@ class Conversation(TypedDict, total=False):
     last_seq: int
     created_at: str
     updated_at: str
+    # Only in GET /conversations?participant=...:
+    unread_count: int
+    last_read_seq: int
+    last_message: Message | None
 
 
 class Created(TypedDict, total=False):
@@ -51,6 +55,14 @@ class Created(TypedDict, total=False):
 
     id: str
     webhook_secret: str
+
+
+class Author(TypedDict):
+    """Who wrote a message: kind user, agent, operator, integration or system."""
+
+    id: str
+    kind: str
+    name: str
 
 
 class Message(TypedDict, total=False):
@@ -66,6 +78,7 @@ class Message(TypedDict, total=False):
     status: str
     metadata: dict[str, Any]
     created_by: str
+    author: Author
     created_at: str
     updated_at: str
 

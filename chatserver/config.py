@@ -78,6 +78,7 @@ class MessageSettings:
     max_content_bytes: int = 65_536
     page_default: int = 50
     page_max: int = 500
+    token_metadata_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class WebhookSettings:
 @dataclass(frozen=True)
 class RealtimeSettings:
     send_queue_size: int = 1000
+    send_queue_bytes: int = 1_048_576
     heartbeat: float = 30.0
     max_frame_bytes: int = 1_048_576
     compress: bool = False
@@ -128,6 +130,7 @@ class RealtimeSettings:
     token_ttl_default: int = 3600
     token_ttl_max: int = 86400
     allowed_origins: tuple[str, ...] = ()
+    read_frame_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,16 @@ class PerformanceSettings:
     unknown_key_cache_size: int = 10_000
     fanout_flush_interval: float = 0.002
     uvloop: bool = True
+    memory_trim_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    commit_interval: float = 0.05
+    idle_timeout: float = 120.0
+    max_open_per_conversation: int = 4
+    max_text_bytes: int = 65_536
+    deltas_per_second: float = 200.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +197,7 @@ class Settings:
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     outages: OutageSettings = field(default_factory=OutageSettings)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     runs: RunSettings = field(default_factory=RunSettings)

@@ -38,6 +38,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r)
         self.webhook_attempts = Counter(
             "chatserver_webhook_attempts", "Webhook delivery attempts", ["result"], registry=r)
+        self.deltas_in = Counter(
+            "chatserver_stream_deltas_in", "Stream deltas committed by this instance",
+            registry=r)
+        self.deltas_out = Counter(
+            "chatserver_stream_deltas_out", "Stream deltas delivered to local sockets",
+            registry=r)
+        self.stream_commits = Counter(
+            "chatserver_stream_commits", "Group commits of stream deltas", registry=r)
         self.rate_limited = Counter(
             "chatserver_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r)
 

@@ -43,6 +43,33 @@ class MessageStatus(StrEnum):
     FAILED = "FAILED"  # handling failed
 
 
+class StreamState(StrEnum):
+    """A streamed message's state (see `chatserver.services.streams` for the transitions)."""
+
+    OPEN = "open"  # deltas may be appended
+    COMPLETE = "complete"  # finished by its author
+    ABORTED = "aborted"  # given up by its author, or by the server when idle
+
+
+class ParticipantKind(StrEnum):
+    USER = "user"  # a person
+    AGENT = "agent"  # an AI agent or workflow answering
+    OPERATOR = "operator"  # a person working for the service (watching, taking over)
+
+
+class ParticipantRole(StrEnum):
+    MEMBER = "member"  # reads and writes
+    OBSERVER = "observer"  # reads only: no messages, no typing
+
+
+class AuthorKind(StrEnum):
+    """A message's `author.kind`: a participant's kind, or who else wrote it."""
+
+    USER = "user"
+    AGENT = "agent"
+    OPERATOR = "operator"
+    INTEGRATION = "integration"  # an API key that acts as no participant
+    SYSTEM = "system"  # a SYSTEM message
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -89,7 +116,9 @@ def conversation_json(row: Any) -> dict[str, Any]:
 
 
 def message_json(row: Any) -> dict[str, Any]:
-    return {
+    """A message as the API shows it; a streamed one also has `stream` (state, next_index and,
+    once aborted, the reason)."""
+    message: dict[str, Any] = {
         "id": row["id"].hex,
         "conversation_id": row["conversation_id"].hex,
         "seq": row["seq"],
@@ -102,11 +131,15 @@ def message_json(row: Any) -> dict[str, Any]:
         "status": row["status"],
         "metadata": row["metadata"],
         "created_by": row["created_by"],
+        "author": author_json(row),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         "run_id": row["run_id"].hex if row["run_id"] else None,
         "action": row["action"],
     }
+    if row["stream_state"] is not None:
+        message["stream"] = stream_json(row)
+    return message
 
 
 def run_json(row: Any) -> dict[str, Any]:
@@ -131,4 +164,32 @@ def run_json(row: Any) -> dict[str, Any]:
         "started_at": when("started_at"),
         "ended_at": when("ended_at"),
         "updated_at": iso(row["updated_at"]),
+    }
+
+
+def stream_json(row: Any) -> dict[str, Any]:
+    stream = {"state": row["stream_state"], "next_index": row["stream_next_index"]}
+    if row["stream_reason"] is not None:
+        stream["reason"] = row["stream_reason"]
+    return stream
+
+
+def author_json(row: Any) -> dict[str, Any]:
+    """Who wrote a message. Messages stored before authors were recorded are rendered from
+    created_by: kind "system" for SYSTEM messages, else "integration"."""
+    if row["author_kind"] is None:
+        kind = AuthorKind.SYSTEM if row["type"] == MessageType.SYSTEM else AuthorKind.INTEGRATION
+        return {"id": row["created_by"], "kind": str(kind), "name": row["created_by"]}
+    return {"id": row["author_id"], "kind": row["author_kind"], "name": row["author_name"]}
+
+
+def participant_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "role": row["role"],
+        "metadata": row["metadata"],
+        "joined_at": iso(row["joined_at"]),
+        "last_read_seq": row["last_read_seq"],
     }

@@ -26,14 +26,14 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = time.monotonic()
 
-    def take(self, now: float) -> float:
-        """0 if a token was taken, else the seconds until one is available."""
+    def take(self, now: float, count: int = 1) -> float:
+        """0 if `count` tokens were taken, else the seconds until they are available."""
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= count:
+            self.tokens -= count
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return (count - self.tokens) / self.rate
 
     def wait(self, now: float) -> float:
         """0 if a token is available, else the seconds until one is; nothing is taken."""

@@ -6,6 +6,7 @@ ValidationProblem naming all of them, so a client learns every mistake at once.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -22,6 +23,17 @@ BIGINT_MAX = 2**63 - 1
 ID_MIN = 1
 ID_REASON = f"must be an integer between {ID_MIN} and {BIGINT_MAX}"
 DECIMAL_ID = re.compile(r"[0-9]{1,19}")
+HEX_ID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+INTEGER_DIGITS_MAX = 19  # 2^63 - 1 has 19 digits
+# A query integer: ASCII digits only (int() also takes "١", "１", " 5", "1_0", "+5").
+QUERY_INTEGER = re.compile(r"-?[0-9]+")
+# An integer literal at or beyond 2^63 has at least 19 digits.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+
+FILENAME_MAX_BYTES = 255
+# C0 and C1 control characters and DEL: never part of a file's name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 E = TypeVar("E", bound=StrEnum)
 _MISSING: Any = object()
@@ -75,12 +87,46 @@ def parse_json_object(raw: bytes | str, max_depth: int) -> dict[str, Any]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationProblem([("body", f"malformed JSON: {exc}")]) from None
+    if _may_hold_huge_integer(raw) and _has_huge_float(data):
+        data = _exact_integers(raw)
     if not isinstance(data, dict):
         raise ValidationProblem([("body", "must be a JSON object")])
     problems = check_json_value(data, max_depth)
     if problems:
         raise ValidationProblem(problems)
     return data
+
+
+def _may_hold_huge_integer(raw: bytes | str) -> bool:
+    """A cheap first look (a C regex over the text): 19 digits in a row, or no such integer."""
+    pattern = _LONG_DIGITS_BYTES if isinstance(raw, bytes) else _LONG_DIGITS
+    return pattern.search(raw) is not None  # type: ignore[arg-type]
+
+
+def _has_huge_float(value: Any) -> bool:
+    """Whether a float at or beyond 2^63 is anywhere in `value`: orjson reads an integer literal
+    beyond 64 bits as such a float, so only then can an out-of-range integer hide in it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not BIGINT_MIN < item < BIGINT_MAX:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _exact_integer(text: str) -> int:
+    # Past 20 digits the value is out of range anyway; skip converting thousands of digits.
+    return int(text) if len(text) <= INTEGER_DIGITS_MAX + 1 else BIGINT_MAX + 1
+
+
+def _exact_integers(raw: bytes | str) -> Any:
+    """`raw` (already valid JSON) read again with integer literals kept as integers, so that
+    check_json_value names the ones out of range instead of storing them as floats."""
+    return json.loads(raw, parse_int=_exact_integer)
 
 
 class Fields:
@@ -166,6 +212,19 @@ class Fields:
             raise ValidationProblem(self.errors)
 
 
+def basename_problem(name: str) -> str | None:
+    """Why `name` is not a plain file name (a base name a receiver may use as is), or None."""
+    if "/" in name or "\\" in name:
+        return "must be a base name, without / or \\"
+    if _CONTROL.search(name):
+        return "must not contain control characters"
+    if ".." in name:
+        return "must not contain .."
+    if len(name.encode()) > FILENAME_MAX_BYTES:
+        return f"must be at most {FILENAME_MAX_BYTES} bytes of UTF-8"
+    return None
+
+
 def query_int(
     request: web.Request, key: str, *, default: int | None = None, minimum: int = 0,
     maximum: int = BIGINT_MAX,
@@ -173,23 +232,32 @@ def query_int(
     text = request.query.get(key)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValidationProblem([(key, "must be an integer")]) from None
-    if not minimum <= value <= maximum:
+    if QUERY_INTEGER.fullmatch(text) is None:
+        raise ValidationProblem([(key, "must be an integer (ASCII digits)")])
+    # Past 19 significant digits it is out of range anyway: no need to convert thousands of them.
+    value = int(text) if len(text.removeprefix("-").lstrip("0")) <= INTEGER_DIGITS_MAX else None
+    if value is None or not minimum <= value <= maximum:
         raise ValidationProblem([(key, f"must be between {minimum} and {maximum}")])
     return value
 
 
-def parse_hex_id(text: str, name: str = "conversation_id") -> uuid.UUID:
-    """A 32-hex id from a URL path (hyphens tolerated); a malformed one is 400 naming it."""
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be stored: header bytes that are not UTF-8 arrive as lone surrogates."""
     try:
-        if len(text) not in (32, 36):
-            raise ValueError
-        return uuid.UUID(hex=text)
-    except ValueError:
-        raise ValidationProblem([(name, "must be a 32-character hex id")]) from None
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_hex_id(text: str, name: str = "conversation_id") -> uuid.UUID:
+    """A 32-hex id from a URL path (hyphens tolerated); a malformed one is 400 naming it.
+
+    ASCII hex digits only: uuid.UUID alone also takes "١" and "_" (int(..., 16) does).
+    """
+    if HEX_ID.fullmatch(text) is None:
+        raise ValidationProblem([(name, "must be a 32-character hex id")])
+    return uuid.UUID(hex=text)
 
 
 def parse_int_id(text: str, name: str = "id") -> int:

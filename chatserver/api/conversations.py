@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatserver.api.responses import json_response, next_link, page_limit
-from chatserver.appkeys import CONVERSATIONS, SETTINGS, principal
+from chatserver.appkeys import CONVERSATIONS, PARTICIPANTS, SETTINGS, principal
 from chatserver.validation import parse_hex_id, read_json_object
 
 
@@ -23,9 +23,14 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 async def list_conversations(request: web.Request) -> web.Response:
     limit = page_limit(request)
-    items, cursor = await request.app[CONVERSATIONS].list(
-        principal(request), request.query.get("before"), limit
-    )
+    participant = request.query.get("participant")
+    if participant is not None:  # only theirs, by newest activity, with unread counts
+        items, cursor = await request.app[PARTICIPANTS].conversations_of(
+            principal(request), participant, request.query.get("before"), limit)
+    else:
+        items, cursor = await request.app[CONVERSATIONS].list(
+            principal(request), request.query.get("before"), limit
+        )
     headers = next_link(request, before=cursor) if cursor else None
     return json_response(items, headers=headers)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatserver.api.responses import json_response, next_link, page_limit
-from chatserver.appkeys import MESSAGES, METRICS, SETTINGS, principal
+from chatserver.appkeys import MESSAGES, METRICS, PARTICIPANTS, SETTINGS, STREAMS, principal
 from chatserver.problems import ValidationProblem
 from chatserver.validation import parse_hex_id, query_int, read_json_object
 
@@ -15,8 +15,13 @@ async def post_message(request: web.Request) -> web.Response:
     body = await read_json_object(request, request.app[SETTINGS].server.max_json_depth)
     service = request.app[MESSAGES]
     who = principal(request)
-    new = service.validate_new(who, conversation_id, body, request.headers.get("Idempotency-Key"))
-    posted = await service.post(who, new)
+    seat = await request.app[PARTICIPANTS].seat(who, conversation_id)
+    new = service.validate_new(who, conversation_id, body, request.headers.get("Idempotency-Key"),
+                               seat=seat)
+    if new.stream:
+        posted = await request.app[STREAMS].open(who, new)
+    else:
+        posted = await service.post(who, new)
     if posted.created:
         request.app[METRICS].messages_in.labels("rest").inc()
     headers = None if posted.created else {"Idempotent-Replayed": "true"}

@@ -57,6 +57,7 @@ from chatserver.problems import (
     unauthorized,
     unavailable,
 )
+from chatserver.server.logs import printable
 from chatserver.validation import read_json_object
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,15 @@ SOCKET_ROUTES = frozenset({"conversation_socket"})
 # browser pages (chatserver/api/static.py).
 PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversation_socket",
                            "index", "docs", "static"})
-# The only routes a browser token (scoped to one conversation) may call.
-TOKEN_ROUTES = frozenset({"list_messages"})
-# ...and the run routes a conversation's browser token may call (read runs, stop one, answer).
-TOKEN_RUN_ROUTES = frozenset({"list_runs", "get_run", "cancel_run", "answer_action"})
-ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+# The only routes a browser token (scoped to one conversation) may call (PATCH: an agent token,
+# on its own messages; the services check the rest).
+TOKEN_ROUTES = frozenset({"list_messages", "post_message", "update_message",
+                          "list_participants", "mark_read"})
+# ...and the run routes (read runs, stop one, answer; an agent token also starts and moves its
+# own runs: the run service checks who may).
+TOKEN_RUN_ROUTES = frozenset({"list_runs", "get_run", "cancel_run", "answer_action",
+                              "create_run", "update_run"})
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
 EXPOSE_HEADERS = "Link, Retry-After, X-Request-Id, Idempotent-Replayed"
 PREFLIGHT_MAX_AGE = "600"
@@ -149,7 +154,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(from_http_exception(exc), request_id)
     except Exception:
         log.exception("unhandled error, request_id=%s %s %s", request_id, request.method,
-                      request.rel_url.path)
+                      printable(request.rel_url.path))
         return problem_response(Problem(500, "internal error; quote the request_id"), request_id)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
@@ -167,7 +172,8 @@ async def outage_middleware(request: web.Request, handler: Handler) -> web.Strea
             problem.headers.setdefault("Retry-After", str(retry_after))
         raise
     except UNAVAILABLE_ERRORS as exc:
-        log.warning("database unavailable: %s %s: %r", request.method, request.rel_url.path, exc)
+        log.warning("database unavailable: %s %s: %r", request.method,
+                    printable(request.rel_url.path), exc)
         raise unavailable(retry_after) from exc
 
 
@@ -190,7 +196,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise unauthorized("unknown or revoked API key, or a bad or expired token")
     if who.conversation_id is not None and route_name(request) not in (
             TOKEN_ROUTES | TOKEN_RUN_ROUTES):
-        raise Problem(403, "a browser token may only read its conversation's messages")
+        raise Problem(403, "a browser token may only use its conversation's messages, "
+                                "participants and runs")
     wait = request.app[RATE_LIMITER].take(who.rate_key)
     if wait:
         request.app[METRICS].rate_limited.labels("requests_per_key").inc()

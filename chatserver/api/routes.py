@@ -9,7 +9,9 @@ from chatserver.api import (
     health,
     messages,
     openapi,
+    participants,
     runs,
+    streams,
     tokens,
     webhooks,
     workflows,
@@ -23,6 +25,8 @@ from chatserver.realtime import ws
 
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
+MESSAGE = CONVERSATION + "/messages/{message_id}"
+PARTICIPANT = CONVERSATION + "/participants/{participant_id}"
 
 ROUTES = [
     ("GET", "/healthz", health.healthz, "healthz"),
@@ -36,6 +40,9 @@ ROUTES = [
     ("POST", CONVERSATION + "/messages", messages.post_message, "post_message"),
     ("GET", CONVERSATION + "/messages", messages.list_messages, "list_messages"),
     ("PATCH", CONVERSATION + "/messages/{message_id}", messages.update_message, "update_message"),
+    ("POST", MESSAGE + "/deltas", streams.append_deltas, "append_deltas"),
+    ("POST", MESSAGE + "/complete", streams.complete_stream, "complete_stream"),
+    ("POST", MESSAGE + "/abort", streams.abort_stream, "abort_stream"),
     ("POST", WORKFLOW, workflows.create_workflow_conversation, "create_workflow_conversation"),
     ("GET", WORKFLOW + "/{id}", workflows.get_workflow_conversation, "get_workflow_conversation"),
     ("PATCH", WORKFLOW + "/{id}", workflows.update_workflow_conversation,
@@ -52,6 +59,10 @@ ROUTES = [
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
     ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("GET", CONVERSATION + "/participants", participants.list_participants, "list_participants"),
+    ("PUT", PARTICIPANT, participants.put_participant, "put_participant"),
+    ("DELETE", PARTICIPANT, participants.delete_participant, "delete_participant"),
+    ("POST", PARTICIPANT + "/read", participants.mark_read, "mark_read"),
     ("POST", CONVERSATION + "/runs", runs.create_run, "create_run"),
     ("GET", CONVERSATION + "/runs", runs.list_runs, "list_runs"),
     ("GET", CONVERSATION + "/runs/{run_id}", runs.get_run, "get_run"),

@@ -33,11 +33,18 @@ class Principal:
     key_id: uuid.UUID | None = None
     conversation_id: uuid.UUID | None = None
     expires_at: float | None = None  # a token's expiry (Unix time); sockets close after it
+    participant: str | None = None  # the participant it acts as (every token; an agent key)
+    agent: bool = False  # an agent credential: posts AGENT_OUTPUT, may update its own messages
 
     @property
     def rate_key(self) -> object:
         """What rate limits count against: the key, or the token's conversation and user."""
         return self.key_id or (self.conversation_id, self.name)
+
+    @property
+    def is_token(self) -> bool:
+        """A browser token (scoped to one conversation), not an API key."""
+        return self.conversation_id is not None
 
     @property
     def is_admin(self) -> bool:
@@ -59,9 +66,12 @@ def new_key() -> tuple[str, str]:
     return f"{KEY_SCHEME}{prefix}{secrets.token_urlsafe(32)}", prefix
 
 
-async def create_api_key(conn: Any, name: str, team_id: int | None) -> tuple[str, Any]:
+async def create_api_key(
+    conn: Any, name: str, team_id: int | None, agent: str | None = None
+) -> tuple[str, Any]:
+    """A new key; with `agent`, it writes as that agent participant wherever it posts."""
     key, prefix = new_key()
-    row = await api_keys.create_key(conn, name, team_id, prefix, hash_key(key))
+    row = await api_keys.create_key(conn, name, team_id, prefix, hash_key(key), agent)
     return key, row
 
 
@@ -74,7 +84,8 @@ async def principal_for_key(conn: Any, key: str) -> Principal | None:
         return None
     if not hmac.compare_digest(row["key_hash"], hash_key(key)):
         return None
-    return Principal(name=row["name"], team_id=row["team_id"], key_id=row["id"])
+    return Principal(name=row["name"], team_id=row["team_id"], key_id=row["id"],
+                     participant=row["agent"], agent=row["agent"] is not None)
 
 
 def bearer_token(request: web.Request) -> str:

@@ -1,9 +1,10 @@
-"""Browser tokens: short-lived HS256 JWTs scoped to one conversation and one user.
+"""Browser tokens: short-lived HS256 JWTs scoped to one conversation and one participant.
 
 The signing secret is `[realtime] token_secret` when set, otherwise one generated on first start
 and kept in Postgres (encrypted when `[security] secret_key` is set), so a token minted by any
-instance works on every other. A token's principal
-carries its conversation, which limits it to that conversation's socket and history.
+instance works on every other. A token's principal carries its conversation, which limits it to
+that conversation's socket and history, and its participant (`sub`); an agent token
+(`knd: "agent"`) writes as that agent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from chatserver.store import secrets as secret_store
 ALGORITHM = "HS256"
 AUDIENCE = "chatserver"
 SECRET_NAME = "browser_tokens"
+AGENT_CLAIM = "knd"
+AGENT_KIND = "agent"
 
 
 async def load_secret(pool: asyncpg.Pool, configured: str, box: SecretBox | None = None) -> bytes:
@@ -41,7 +44,8 @@ class TokenSigner:
         self._secret = secret
 
     def issue(
-        self, conversation_id: uuid.UUID, user: str, team_id: int | None, ttl: int
+        self, conversation_id: uuid.UUID, user: str, team_id: int | None, ttl: int,
+        *, agent: bool = False,
     ) -> tuple[str, datetime]:
         now = datetime.now(UTC)
         expires_at = now + timedelta(seconds=ttl)
@@ -49,6 +53,8 @@ class TokenSigner:
             "aud": AUDIENCE, "sub": user, "cid": conversation_id.hex, "team": team_id,
             "iat": now, "exp": expires_at,
         }
+        if agent:
+            claims[AGENT_CLAIM] = AGENT_KIND
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires_at
 
     def verify(self, token: str) -> Principal | None:
@@ -65,13 +71,20 @@ class TokenSigner:
         return Principal(
             name=str(claims["sub"]), team_id=team if isinstance(team, int) else None,
             conversation_id=conversation_id, expires_at=float(claims["exp"]),
+            participant=str(claims["sub"]), agent=claims.get(AGENT_CLAIM) == AGENT_KIND,
         )
 
 
 async def authenticate(
     pool: asyncpg.Pool, signer: TokenSigner, credential: str, keys: KeyCache | None = None,
 ) -> Principal | None:
-    """An API key's or a browser token's principal; None when neither checks out."""
+    """An API key's or a browser token's principal; None when neither checks out.
+
+    Keys and tokens are ASCII: anything else (a header's bytes that were not UTF-8 arrive as lone
+    surrogates, which Postgres cannot take) is refused before any lookup.
+    """
+    if not credential.isascii():
+        return None
     if credential.startswith(KEY_SCHEME):
         if keys is not None:
             return await keys.principal(pool, credential)

@@ -24,10 +24,17 @@ from chatserver.demo import create_demo
 from chatserver.security.box import SecretBox
 from chatserver.security.rotation import reseal_all
 from chatserver.server.logs import setup_logging
+from chatserver.services.participants import PARTICIPANT_ID, PARTICIPANT_ID_REASON
 from chatserver.store import api_keys
 from chatserver.webhooks.context import run_dispatcher
 
 DEFAULT_CONFIG = "config.toml"
+
+
+def _participant_id(text: str) -> str:
+    if PARTICIPANT_ID.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(PARTICIPANT_ID_REASON)
+    return text
 
 
 def load_settings(path: str | None) -> Settings:
@@ -67,9 +74,11 @@ async def run_keys(settings: Settings, args: argparse.Namespace) -> int:
     conn = await _with_db(settings)
     try:
         if args.keys_command == "create":
-            key, row = await create_api_key(conn, args.name, args.team)
+            key, row = await create_api_key(conn, args.name, args.team, args.agent)
             print(key)
-            print(f"id={row['id'].hex} name={row['name']} team={row['team_id']}", file=sys.stderr)
+            agent = f" agent={row['agent']}" if row["agent"] else ""
+            print(f"id={row['id'].hex} name={row['name']} team={row['team_id']}{agent}",
+                  file=sys.stderr)
         elif args.keys_command == "list":
             for row in await api_keys.list_keys(conn):
                 state = "revoked" if row["revoked_at"] else "active"
@@ -134,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", required=True)
     create.add_argument("--team", type=int, default=None, help="team id (omit for an admin key)")
+    create.add_argument("--agent", type=_participant_id, default=None, metavar="NAME",
+                        help="the key writes as agent participant NAME (AGENT_OUTPUT by default)")
     keys_sub.add_parser("list", help="list keys (never the secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=key_id, help="the key's id, as `keys list` shows it")

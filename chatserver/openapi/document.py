@@ -21,6 +21,8 @@ def _responses(op: Operation) -> dict[str, Any]:
         ok["headers"] = {"Link": {"description": 'URL of the next page, rel="next", when more '
                                   "exist.", "schema": {"type": "string"}}}
     responses = {str(op.status): ok}
+    for status in op.also:
+        responses[str(status)] = {**ok, "description": HTTPStatus(status).phrase}
     for status in _error_statuses(op):
         responses[str(status)] = {
             "description": HTTPStatus(status).phrase,

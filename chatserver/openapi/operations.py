@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatserver.openapi.schemas import HEX_ID, POSITIVE_ID, ref
+from chatserver.openapi.schemas import HEX_ID, PARTICIPANT_ID, POSITIVE_ID, ref
 
 # Path parameters by name, wherever they appear in a route.
 PATH_PARAMS: dict[str, dict[str, Any]] = {
@@ -15,7 +15,11 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "run_id": HEX_ID,
     "id": POSITIVE_ID,
     "user_id": POSITIVE_ID,
+    "participant_id": PARTICIPANT_ID,
 }
+PARTICIPANT = {"name": "participant", "in": "query", "description": "Only the conversations "
+               "this participant is in, newest activity first, with unread_count and "
+               "last_message.", "schema": PARTICIPANT_ID}
 
 LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                     "maximum": 500, "default": 50}}
@@ -45,6 +49,7 @@ class Operation:
     paginated: bool = False
     content_type: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
+    also: tuple[int, ...] = ()  # other success statuses with the same response
 
 
 # 409: the conversation has no callback_url (no webhook endpoint).
@@ -68,15 +73,15 @@ OPERATIONS: dict[str, Operation] = {
         request="ConversationCreate", errors=(400, 401, 413, 429)),
     "list_conversations": Operation(
         "The caller's conversations, newest first.", array_of("Conversation"),
-        query=(LIMIT, CURSOR), paginated=True, errors=(400, 401, 429)),
+        query=(LIMIT, CURSOR, PARTICIPANT), paginated=True, errors=(400, 401, 403, 429)),
     "get_conversation": Operation("One conversation.", ref("Conversation")),
     "update_conversation": Operation(
         "Change config and/or metadata (top-level merge patches).", ref("Conversation"),
         request="ConversationPatch", errors=(400, 401, 404, 413, 429)),
     "post_message": Operation(
         "Post a message; acknowledged after commit. Idempotent with client_id or "
-        "Idempotency-Key.", ref("Message"), status=201, request="MessageCreate",
-        errors=(400, 401, 404, 413, 422, 429),
+        "Idempotency-Key. With stream: true, opens a stream (API keys, agents).", ref("Message"),
+        status=201, request="MessageCreate", errors=(400, 401, 403, 404, 409, 413, 422, 429),
         extra={"parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                "schema": {"type": "string", "minLength": 1,
                                           "maxLength": 200}}]}),
@@ -84,8 +89,21 @@ OPERATIONS: dict[str, Operation] = {
         "The history, newest first by default; keyset pagination by seq.", array_of("Message"),
         query=(LIMIT, SEQ_BEFORE, SEQ_AFTER, ORDER), paginated=True),
     "update_message": Operation(
-        "Change a message's status and/or metadata; it keeps its seq.", ref("Message"),
-        request="MessagePatch", errors=(400, 401, 404, 413, 429)),
+        "Change a message's status and/or metadata; it keeps its seq (an agent token: its own "
+        "messages only).", ref("Message"), request="MessagePatch",
+        errors=(400, 401, 403, 404, 413, 429)),
+    "append_deltas": Operation(
+        "Append deltas to a streamed message (consecutive indexes from next_index; all or "
+        "nothing); answered once they are durable. Resending an applied index with the same "
+        "text is acknowledged again; 409 with expected_index otherwise.", ref("DeltaAck"),
+        request="DeltaAppend", errors=(400, 401, 403, 404, 409, 413, 429)),
+    "complete_stream": Operation(
+        "Complete a streamed message (content, if given, replaces the text); one "
+        "message.completed webhook.", ref("Message"), request="StreamComplete",
+        errors=(400, 401, 403, 404, 409, 413, 429)),
+    "abort_stream": Operation(
+        "Abort a streamed message with a reason; one message.completed webhook.", ref("Message"),
+        request="StreamAbort", errors=(400, 401, 403, 404, 409, 413, 429)),
     "create_workflow_conversation": Operation(
         "Create a workflow conversation.", ref("WorkflowConversation"), status=201,
         request="WorkflowConversationCreate", errors=(400, 401, 413, 429)),
@@ -118,8 +136,20 @@ OPERATIONS: dict[str, Operation] = {
     "webhook_test": Operation("Send a signed webhook.test event now; answers the outcome.",
                               ref("WebhookDelivery"), errors=WEBHOOK_ERRORS),
     "create_token": Operation(
-        "A short-lived browser token for this conversation and one user.", ref("Token"),
-        status=201, request="TokenCreate", errors=(400, 401, 404, 413, 429)),
+        "A short-lived token for this conversation and one participant.", ref("Token"),
+        status=201, request="TokenCreate", errors=(400, 401, 404, 409, 413, 429)),
+    "list_participants": Operation(
+        "The conversation's current participants.", array_of("Participant"),
+        errors=(400, 401, 404, 429)),
+    "put_participant": Operation(
+        "Create (201) or update (200) a participant; API keys only.", ref("Participant"),
+        also=(201,), request="ParticipantPut", errors=(400, 401, 403, 404, 413, 429)),
+    "delete_participant": Operation(
+        "Remove a participant (its messages keep their author; its tokens stop working).",
+        status=204, errors=(400, 401, 403, 404, 429)),
+    "mark_read": Operation(
+        "Move the participant's read horizon forward (its own token, or an API key).",
+        ref("Participant"), request="ReadMark", errors=(400, 401, 404, 413, 429)),
     "create_run": Operation(
         "Start a run of an agent (queued; under config.on_input_during_run = enqueue it queues "
         "behind the active run).", ref("Run"), status=201, request="RunCreate",

@@ -6,11 +6,15 @@ from typing import Any
 
 from chatserver.models import (
     ActionKind,
+    AuthorKind,
     Channel,
     ContentType,
     MessageStatus,
     MessageType,
+    ParticipantKind,
+    ParticipantRole,
     RunStatus,
+    StreamState,
     Usecase,
 )
 
@@ -19,6 +23,7 @@ TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 OBJECT = {"type": "object"}
 POSITIVE_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+PARTICIPANT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,128}$"}
 
 
 def enum_of(enum: Any) -> dict[str, Any]:
@@ -66,6 +71,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "detail": {"type": "string"},
             "code": {"type": "string"},
             "request_id": {"type": "string"},
+            "expected_index": {"type": "integer", "description": "On a stream conflict (409): "
+                               "the delta index the stream expects next."},
             "invalid-params": {
                 "type": "array",
                 "items": {
@@ -125,6 +132,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "last_seq": {"type": "integer", "minimum": 0},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
+            "unread_count": {"type": "integer", "minimum": 0,
+                             "description": "Only with ?participant=: messages after its "
+                             "horizon."},
+            "last_read_seq": {"type": "integer", "minimum": 0,
+                              "description": "Only with ?participant=."},
+            "last_message": {"oneOf": [ref("Message"), {"type": "null"}],
+                             "description": "Only with ?participant=."},
         },
     },
     "MessageCreate": {
@@ -134,11 +148,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "content": {"type": "string"},
             "content_type": enum_of(ContentType),
-            "filename": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024},
+            "filename": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
             "type": enum_of(MessageType),
             "status": enum_of(MessageStatus),
             "metadata": OBJECT,
             "client_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "stream": {"type": "boolean", "description": "Open a stream: the message is stored "
+                       "at once and grows by deltas (API keys and agents; see the README)."},
             "run_id": {**HEX_ID, "description": "The run this message belongs to."},
             "action": ACTION_CREATE,
         },
@@ -153,7 +169,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["id", "conversation_id", "seq", "client_id", "content", "content_type",
                      "filename", "type", "channel", "status", "metadata", "created_by",
-                     "created_at", "updated_at"],
+                     "author", "created_at", "updated_at"],
         "properties": {
             "id": HEX_ID,
             "conversation_id": HEX_ID,
@@ -167,11 +183,101 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "status": enum_of(MessageStatus),
             "metadata": OBJECT,
             "created_by": {"type": "string"},
+            "author": ref("Author"),
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
+            "stream": ref("Stream"),
             "run_id": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"},
             "action": {"oneOf": [{"type": "null"}, ref("Action")]},
         },
+    },
+    "Stream": {
+        "type": "object",
+        "description": "Only on streamed messages.",
+        "required": ["state", "next_index"],
+        "properties": {
+            "state": enum_of(StreamState),
+            "next_index": {"type": "integer", "minimum": 0,
+                           "description": "The index of the next delta; content holds the "
+                           "text of every delta below it."},
+            "reason": {"type": "string", "description": "Why it was aborted (idle: by the "
+                       "server after [streams] idle_timeout)."},
+        },
+    },
+    "DeltaAppend": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["deltas"],
+        "properties": {
+            "deltas": {
+                "type": "array", "minItems": 1,
+                "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["index", "text"],
+                    "properties": {"index": {"type": "integer", "minimum": 0,
+                                             "maximum": 2**31 - 1},
+                                   "text": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "DeltaAck": {
+        "type": "object",
+        "required": ["message_id", "next_index"],
+        "properties": {"message_id": HEX_ID, "next_index": {"type": "integer", "minimum": 0}},
+    },
+    "StreamComplete": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "content": {"type": "string", "description": "The final text (replaces the "
+                        "text appended)."},
+            "status": enum_of(MessageStatus),
+            "metadata": OBJECT,
+        },
+    },
+    "StreamAbort": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 200}},
+    },
+    "Author": {
+        "type": "object",
+        "description": "Who wrote a message, decided by the server from the credential.",
+        "required": ["id", "kind", "name"],
+        "properties": {"id": {"type": "string"}, "kind": enum_of(AuthorKind),
+                       "name": {"type": "string"}},
+    },
+    "ParticipantPut": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "kind": enum_of(ParticipantKind),
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "role": enum_of(ParticipantRole),
+            "metadata": OBJECT,
+        },
+    },
+    "Participant": {
+        "type": "object",
+        "required": ["id", "kind", "name", "role", "metadata", "joined_at", "last_read_seq"],
+        "properties": {
+            "id": PARTICIPANT_ID,
+            "kind": enum_of(ParticipantKind),
+            "name": {"type": "string"},
+            "role": enum_of(ParticipantRole),
+            "metadata": OBJECT,
+            "joined_at": TIMESTAMP,
+            "last_read_seq": {"type": "integer", "minimum": 0},
+        },
+    },
+    "ReadMark": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["seq"],
+        "properties": {"seq": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1,
+                               "description": "Every message up to this seq is read; a lower "
+                               "seq than the current horizon changes nothing."}},
     },
     "WorkflowConversationCreate": {
         "type": "object",
@@ -267,11 +373,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "TokenCreate": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["user"],
+        "description": "Give `participant` (or its older name `user`).",
         "properties": {
-            "user": {"type": "string", "minLength": 1, "maxLength": 200,
-                     "description": "Who the browser is: created_by of its messages, its "
-                     "presence identity."},
+            "participant": {**PARTICIPANT_ID, "description": "The participant the token "
+                            "writes as (created as a user member when missing, unless "
+                            "config.participants is \"closed\"); created_by of its messages."},
+            "user": {**PARTICIPANT_ID, "description": "The older name of `participant`."},
+            "kind": {"type": "string", "enum": ["user", "agent"], "default": "user",
+                     "description": "agent: posts AGENT_OUTPUT and may update its own "
+                     "messages."},
             "ttl": {"type": "integer", "minimum": 1, "maximum": 86400,
                     "description": "Seconds until it expires (at most [realtime] "
                     "token_ttl_max)."},

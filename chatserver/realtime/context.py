@@ -1,6 +1,7 @@
 """Wiring of the real-time parts of an instance, made and closed together: the bus, the hub (with
-its delivery meter), presence, the token signer, the message service that tells the hub of each
-commit, and the socket registry with its supervised credential re-check.
+its delivery meter), presence, the token signer, the message, participant and stream services that
+tell the hub of each commit (with the supervised idle-stream sweep), and the socket registry with
+its supervised credential re-check.
 
 Hot paths pay one metrics call per message per instance (never per socket or per frame).
 """
@@ -23,11 +24,13 @@ from chatserver.appkeys import (
     HUB,
     MESSAGES,
     METRICS,
+    PARTICIPANTS,
     PRESENCE,
     RUNS,
     SECRET_BOX,
     SETTINGS,
     SOCKETS,
+    STREAMS,
     SUPERVISOR,
     TOKENS,
 )
@@ -43,7 +46,10 @@ from chatserver.realtime.presence import MemoryPresence, Presence, RedisPresence
 from chatserver.server.supervisor import Supervisor
 from chatserver.services.actions import ActionService
 from chatserver.services.messages import MessageService
+from chatserver.services.participants import ParticipantService
 from chatserver.services.runs import RunService
+from chatserver.services.streamcommit import StreamCommitter
+from chatserver.services.streams import IDLE_SWEEP_TASK, StreamService
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +72,19 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[TOKENS] = TokenSigner(await load_secret(pool, options.token_secret, app[SECRET_BOX]))
     hub = Hub(pool, bus, options, supervisor, on_message=DeliveryMeter(metrics),
-              flush_interval=settings.performance.fanout_flush_interval)
+              flush_interval=settings.performance.fanout_flush_interval,
+              on_deltas=lambda deltas, sockets: metrics.deltas_out.inc(deltas * sockets))
     app[HUB] = hub
     app[PRESENCE] = presence
+    app[PARTICIPANTS] = ParticipantService(pool, app[CONVERSATIONS], hub)
     runs = app[RUNS] = RunService(pool, settings.runs, hub)
     app[ACTIONS] = ActionService(pool, hub)
     app[MESSAGES] = MessageService(pool, app[CONVERSATIONS], settings.messages, hub,
                                    settings.performance, runs=runs)
+    app[STREAMS] = StreamService(
+        pool, app[MESSAGES].teams, settings.streams, hub,
+        StreamCommitter(pool, settings.streams.commit_interval,
+                        on_commit=lambda streams, deltas: count_commit(metrics, deltas)))
     registry = SocketRegistry(settings.limits, metrics)
     app[SOCKETS] = registry
     await hub.start()
@@ -81,7 +93,10 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor.start(RECHECK_TASK, lambda: recheck_loop(registry, pool, interval))
     supervisor.start(STALE_RUNS_TASK, runs.sweep_loop)
     watch_bus(metrics, bus, supervisor)
+    supervisor.start(IDLE_SWEEP_TASK, app[STREAMS].sweep_loop)
     yield
+    await supervisor.stop(IDLE_SWEEP_TASK)
+    await app[STREAMS].close()
     await supervisor.stop(RECHECK_TASK)
     await supervisor.stop(STALE_RUNS_TASK)
     await presence.close()
@@ -119,6 +134,11 @@ class DeliveryMeter:
         except ValueError:
             return
         self.latency.observe(max(0.0, time.time() - committed))
+
+
+def count_commit(metrics: Metrics, deltas: int) -> None:
+    metrics.stream_commits.inc()
+    metrics.deltas_in.inc(deltas)
 
 
 def watch_bus(metrics: Metrics, bus: Bus, supervisor: Supervisor) -> None:

@@ -22,6 +22,9 @@ class Kind(StrEnum):
     MESSAGE = "m"  # a new message: delivered in seq order, never dropped
     UPDATE = "u"  # a message changed: delivered after the message itself
     EPHEMERAL = "e"  # typing and presence: dropped first when a socket falls behind
+    DELTA = "d"  # deltas of a streamed message: after the message, in index order
+    CLOSE = "c"  # a streamed message closed: an update, after the stream's last delta
+    READ = "r"  # a read horizon (seq): coalesced per participant, after the message it names
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,26 @@ def updated_frame(message: dict[str, Any]) -> bytes:
     return frame("message.updated", message=message)
 
 
+def delta_payload(message_id: str, index: int, texts: list[str]) -> bytes:
+    """Deltas on the bus: each delta's text kept apart, so rooms can keep them by index."""
+    return orjson.dumps({"message_id": message_id, "index": index, "texts": texts})
+
+
+def parse_delta_payload(payload: bytes) -> tuple[str, int, list[str]]:
+    data = orjson.loads(payload)
+    return data["message_id"], data["index"], data["texts"]
+
+
+def message_id_of(updated: bytes) -> str:
+    """The message id of a `message.updated` frame (parsed: closes are rare)."""
+    return str(orjson.loads(updated)["message"]["id"])
+def participant_frame(kind: str, participant: dict[str, Any]) -> bytes:
+    """participant.joined or participant.left."""
+    return frame(kind, participant=participant)
+
+
+def read_frame(participant: str, seq: int) -> bytes:
+    return frame("read", participant=participant, seq=seq)
 def run_frame(run: dict[str, Any]) -> bytes:
     return frame("run.updated", run=run)
 
@@ -95,3 +118,26 @@ class Outgoing:
         if self._wire is None:
             self._wire = text_frame(self.payload)
         return self._wire
+
+
+class DeltaOutgoing(Outgoing):
+    """A `message.delta` frame for sockets: deltas `index` .. `index + count - 1` of a message,
+    their texts joined. Keeps the texts, so a socket that already has some gets the rest."""
+
+    __slots__ = ("index", "message_id", "seq", "texts")
+
+    def __init__(self, message_id: str, seq: int, index: int, texts: list[str]) -> None:
+        super().__init__(frame("message.delta", message_id=message_id, seq=seq, index=index,
+                               count=len(texts), text="".join(texts)))
+        self.message_id = message_id
+        self.seq = seq
+        self.index = index
+        self.texts = texts
+
+    @property
+    def end(self) -> int:
+        return self.index + len(self.texts)
+
+    def after(self, index: int) -> DeltaOutgoing:
+        """The part from `index` on (`index` inside this frame's range)."""
+        return DeltaOutgoing(self.message_id, self.seq, index, self.texts[index - self.index:])

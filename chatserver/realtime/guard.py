@@ -11,8 +11,10 @@ JSON parsing, no pong), and the socket gets at most one `rate_limited` error fra
 `RATE_LIMITED_INTERVAL`; a socket that gets more than `[limits] socket_dropped_frames_per_second`
 frames dropped within one second is flooding and is closed with 1008 (policy violation).
 
-Each heartbeat interval one query checks the API keys of every open socket on the instance; sockets
-whose key was revoked, or whose browser token expired, are closed with 4401.
+Each heartbeat interval one query checks the API keys of every open socket on the instance and one
+the participants they write as; sockets whose key was revoked, whose token expired, or whose
+participant was removed from the conversation are closed with 4401 (a participant's changed role or
+name applies to the open socket from then on).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from aiohttp import WSCloseCode
@@ -36,7 +38,8 @@ from chatserver.config import LimitSettings
 from chatserver.metrics import Metrics
 from chatserver.problems import Problem
 from chatserver.ratelimit import TokenBucket
-from chatserver.store import api_keys
+from chatserver.services.participants import Seat
+from chatserver.store import api_keys, participants
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ CLOSE_CONVERSATION_FULL = 4429
 CLOSE_INSTANCE_FULL = int(WSCloseCode.TRY_AGAIN_LATER)  # 1013
 CLOSE_TEAM_FULL = 4429
 CLOSE_CREDENTIALS_GONE = 4401
-CREDENTIALS_GONE_REASON = "credentials revoked or expired"
+CREDENTIALS_GONE_REASON = "credentials revoked or expired, or the participant was removed"
 CLOSE_FLOODING = int(WSCloseCode.POLICY_VIOLATION)  # 1008
 FLOODING_REASON = "too many frames over the rate limit"
 RATE_LIMITED_INTERVAL = 1.0  # seconds between two rate_limited error frames to one socket
@@ -62,6 +65,7 @@ class OpenSocket:
     conversation_id: uuid.UUID
     principal: Principal
     member: Closable
+    seat: Seat | None = None
 
 
 def socket_origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:
@@ -100,6 +104,13 @@ class FrameBudget:
         self.flood_max = limits.socket_dropped_frames_per_second
         self.second = self.dropped = 0
         self.told_at = -math.inf
+
+    def widen(self, rate: float) -> None:
+        """Let the socket send up to `rate` frames per second, with a burst of one second's
+        worth (a streaming agent sends a frame per delta); never narrows, never turns it off."""
+        if self.bucket is not None and rate > self.bucket.rate:
+            self.bucket.rate = rate
+            self.bucket.burst = self.bucket.tokens = max(self.bucket.burst, rate)
 
     def take(self) -> tuple[Verdict, float]:
         """The verdict on the next frame, and the seconds until a frame may be handled again."""
@@ -171,10 +182,16 @@ class SocketRegistry:
         sockets = list(self.sockets)
         key_ids = list({s.principal.key_id for s in sockets if s.principal.key_id is not None})
         active: set[uuid.UUID] = set()
-        if key_ids:
+        seated = list({(s.conversation_id, s.seat.id) for s in sockets if s.seat is not None})
+        present: dict[tuple[uuid.UUID, str], Any] = {}
+        if key_ids or seated:
             async with pool.acquire() as conn:
-                active = await api_keys.active_among(conn, key_ids)
-        gone = [s for s in sockets if _gone(s.principal, active, now)]
+                if key_ids:
+                    active = await api_keys.active_among(conn, key_ids)
+                if seated:
+                    present = await participants.present_among(conn, seated)
+        gone = [s for s in sockets
+                if _gone(s.principal, active, now) or not _seated(s, present)]
         for sock in gone:
             self.discard(sock)
         if gone:
@@ -184,6 +201,17 @@ class SocketRegistry:
                 return_exceptions=True,
             )
         return len(gone)
+
+
+def _seated(sock: OpenSocket, present: dict[tuple[uuid.UUID, str], Any]) -> bool:
+    """False once the socket's participant was removed; else its seat is brought up to date."""
+    if sock.seat is None:
+        return True
+    row = present.get((sock.conversation_id, sock.seat.id))
+    if row is None:
+        return False
+    sock.seat.role, sock.seat.name = row["role"], row["name"]
+    return True
 
 
 def _gone(who: Principal, active_keys: set[uuid.UUID], now: float) -> bool:

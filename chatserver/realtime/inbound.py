@@ -27,10 +27,19 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatserver.appkeys import ACTIONS, AUTH_THROTTLE, HUB, MESSAGES, METRICS, SETTINGS
+from chatserver.appkeys import (
+    ACTIONS,
+    AUTH_THROTTLE,
+    HUB,
+    MESSAGES,
+    METRICS,
+    PARTICIPANTS,
+    SETTINGS,
+    STREAMS,
+)
 from chatserver.auth.keys import Principal
 from chatserver.db.errors import UNAVAILABLE_ERRORS, is_unavailable
-from chatserver.problems import Problem, unavailable
+from chatserver.problems import Problem, ValidationProblem, unavailable
 from chatserver.realtime.frames import frame
 from chatserver.realtime.guard import (
     CLOSE_FLOODING,
@@ -40,6 +49,8 @@ from chatserver.realtime.guard import (
     Verdict,
 )
 from chatserver.realtime.sendqueue import SocketSender
+from chatserver.services.participants import Seat
+from chatserver.services.streamstate import StreamConflict
 from chatserver.validation import parse_hex_id, parse_json_object
 
 log = logging.getLogger(__name__)
@@ -53,6 +64,12 @@ class Session:
     conversation_id: uuid.UUID
     since: int | None
     address: str  # the client's, for the limits per address
+    seat: Seat | None = None  # the participant this socket writes as (None: an integration key)
+
+    @property
+    def user(self) -> str:
+        """The name presence and typing show: the participant's id, else the key's name."""
+        return self.seat.id if self.seat is not None else self.principal.name
 
 
 class FramePipeline:
@@ -116,7 +133,7 @@ async def receive(
                 if verdict is Verdict.TELL:
                     sender.push(error_frame(RateLimited(wait), None))
             elif msg.type is WSMsgType.TEXT:
-                await pipeline.start(handle_text(app, sender, session, msg.data))
+                await pipeline.start(handle_text(app, sender, session, msg.data, budget))
             elif msg.type is WSMsgType.PING:
                 await ws.pong(msg.data)
             elif msg.type is WSMsgType.BINARY:
@@ -127,25 +144,21 @@ async def receive(
 
 
 async def handle_text(
-    app: web.Application, sender: SocketSender, session: Session, raw: str
+    app: web.Application, sender: SocketSender, session: Session, raw: str,
+    budget: FrameBudget | None = None,
 ) -> None:
     client_id = None
     try:
         data = parse_json_object(raw, app[SETTINGS].server.max_json_depth)
         client_id = data.get("client_id") if isinstance(data.get("client_id"), str) else None
         kind = data.pop("type", None)
-        if kind == "message":
-            await post(app, sender, session, data)
-        elif kind == "action.answer":
-            await answer(app, sender, session, data)
-        elif kind == "typing":
-            await app[HUB].ephemeral(
-                session.conversation_id, frame("typing", user=session.principal.name)
-            )
-        else:
-            raise Problem(400, "type must be message, action.answer or typing",
-                          code="unknown_type",
-                          invalid_params=[("type", "must be message, action.answer or typing")])
+        handler = HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise Problem(400, f"type must be one of {FRAME_TYPES}", code="unknown_type",
+                          invalid_params=[("type", f"must be one of {FRAME_TYPES}")])
+        if await handler(app, sender, session, data) and budget is not None:
+            # A socket that streams (its credential may) sends a frame per delta.
+            budget.widen(app[SETTINGS].streams.deltas_per_second)
     except Problem as problem:
         sender.push(error_frame(problem, client_id))
     except UNAVAILABLE_ERRORS as exc:
@@ -156,28 +169,95 @@ async def handle_text(
 
 async def post(
     app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
-) -> None:
+) -> bool:
+    """A `message` frame (whole, or opening a stream); whether it opened a stream."""
     service = app[MESSAGES]
-    new = service.validate_new(session.principal, session.conversation_id, body)
-    posted = await service.store(new)  # the socket's access was checked when it opened
+    new = service.validate_new(session.principal, session.conversation_id, body,
+                               seat=session.seat, type_field="message_type")
+    # The socket's access to its conversation was checked when it opened.
+    if new.stream:
+        posted = await app[STREAMS].open(session.principal, new, checked=True)
+    else:
+        posted = await service.store(new)
     if posted.created:
         app[METRICS].messages_in.labels("ws").inc()
     sender.push(frame("ack", client_id=new.client_id, message=posted.message))
+    return new.stream
+
+
+async def append_delta(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    """A `message.delta` frame: acknowledged with the stream's next index once durable."""
+    service = app[STREAMS]
+    message_id = parse_hex_id(str(body.pop("message_id", "")), "message_id")
+    delta = service.validate_delta(body)
+    next_index = await service.append(session.principal, session.conversation_id, message_id,
+                                      [delta], checked=True)
+    sender.push(frame("ack", message_id=message_id.hex, next_index=next_index))
+    return True
+
+
+async def typing(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    if session.seat is not None and session.seat.observer:
+        raise ValidationProblem([("type", "an observer may not send typing")])
+    await app[HUB].ephemeral(session.conversation_id, frame("typing", user=session.user))
+    return False
+
+
+async def read(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    """Move this participant's read horizon; the others learn of it from `read` frames."""
+    if session.seat is None:
+        raise ValidationProblem([("type", "only a participant has a read horizon")])
+    await app[PARTICIPANTS].mark_read(session.principal, session.conversation_id,
+                                      session.seat.id, body.get("seq"))
+    return False
+
+
+async def update(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    """`message.update`: change a message's status/metadata as PATCH would; answered by an ack."""
+    client_id = body.pop("client_id", None)
+    message_id = body.pop("message_id", None)
+    if not isinstance(message_id, str):
+        raise ValidationProblem([("message_id", "is required (a 32-character hex id)")])
+    updated = await app[MESSAGES].update(session.principal, session.conversation_id,
+                                         parse_hex_id(message_id, "message_id"), body)
+    sender.push(frame("ack", client_id=client_id if isinstance(client_id, str) else None,
+                      message=updated))
+    return False
 
 
 async def answer(
     app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
-) -> None:
-    """An `action.answer` frame: {message_id, option | values, client_id?}; ack with the message."""
+) -> bool:
+    """`action.answer`: {message_id, option | values, client_id?}; ack with the message."""
     raw_id = body.pop("message_id", None)
     message_id = parse_hex_id(raw_id if isinstance(raw_id, str) else "", "message_id")
     message = await app[ACTIONS].answer(session.principal, session.conversation_id, message_id,
                                         body)
     sender.push(frame("ack", client_id=body.get("client_id"), message=message))
+    return False
 
 
-ERROR_CODES = {400: "invalid", 404: "not_found", 409: "conflict", 413: "too_large",
-               422: "idempotency_conflict", 429: "rate_limited", 503: "unavailable"}
+# A frame's handler: True when the frame streamed (opened a stream or appended to one).
+Handler = Callable[[web.Application, SocketSender, Session, dict[str, Any]],
+                   Coroutine[Any, Any, bool]]
+HANDLERS: dict[str, Handler] = {
+    "message": post, "message.delta": append_delta, "typing": typing, "read": read,
+    "message.update": update, "action.answer": answer,
+}
+FRAME_TYPES = ", ".join(HANDLERS)
+
+
+ERROR_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               409: "conflict", 413: "too_large", 422: "idempotency_conflict",
+               429: "rate_limited", 503: "unavailable"}
 
 
 def error_frame(problem: Problem, client_id: str | None) -> bytes:
@@ -191,4 +271,6 @@ def error_frame(problem: Problem, client_id: str | None) -> bytes:
         fields["invalid_params"] = [{"name": n, "reason": r} for n, r in problem.invalid_params]
     if isinstance(problem, RateLimited):
         fields["retry_after"] = problem.retry_after
+    if isinstance(problem, StreamConflict) and problem.expected_index is not None:
+        fields["expected_index"] = problem.expected_index
     return frame("error", **fields)

@@ -1,12 +1,13 @@
 """Presence: who is connected to a conversation, across every instance.
 
-Each socket is one entry `<socket id>:<user>`. In memory for a single instance; with Redis, a sorted
-set per conversation (its key hash-tagged with the conversation, so on a Redis Cluster it sits on
-the primary that carries the conversation's channel; every command names one key) scored by
-expiry time, refreshed by the owning instance every `ttl / 3`
-seconds (the supervised task `presence-refresh`, not required for readiness), so the sockets of
-an instance that died drop out after `ttl`. Join and leave events travel as ephemeral frames
-through the hub; this module only answers "who is here".
+Each socket is one entry `<socket id>:<user>`; an observer's socket id starts with
+`OBSERVER_PREFIX` (a socket id is otherwise hex), so observers are listed apart. In memory for a
+single instance; with Redis, a sorted set per conversation (its key hash-tagged with the
+conversation, so on a Redis Cluster it sits on the primary that carries the conversation's
+channel; every command names one key) scored by expiry time, refreshed by the owning instance
+every `ttl / 3` seconds (the supervised task `presence-refresh`, not required for readiness), so
+the sockets of an instance that died drop out after `ttl`. Join and leave events travel as
+ephemeral frames through the hub; this module only answers "who is here".
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Protocol
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -28,6 +30,23 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "chatserver:presence:"
 REFRESH_TASK = "presence-refresh"
+OBSERVER_PREFIX = "o"
+
+
+class Roster(NamedTuple):
+    """Distinct users with at least one socket, sorted: members, and observers apart."""
+
+    members: list[str]
+    observers: list[str]
+
+
+def roster_of(entries: Iterable[tuple[str, str]]) -> Roster:
+    """The roster of (socket id, user) entries."""
+    members: set[str] = set()
+    observers: set[str] = set()
+    for socket_id, user in entries:
+        (observers if socket_id.startswith(OBSERVER_PREFIX) else members).add(user)
+    return Roster(sorted(members), sorted(observers - members))
 
 
 class Presence(Protocol):
@@ -39,8 +58,7 @@ class Presence(Protocol):
 
     async def remove(self, conversation_id: uuid.UUID, socket_id: str) -> None: ...
 
-    async def members(self, conversation_id: uuid.UUID) -> list[str]:
-        """Distinct users with at least one socket, sorted."""
+    async def roster(self, conversation_id: uuid.UUID) -> Roster: ...
 
 
 class LocalEntries:
@@ -72,8 +90,8 @@ class MemoryPresence(LocalEntries):
     async def remove(self, conversation_id: uuid.UUID, socket_id: str) -> None:
         self.drop(conversation_id, socket_id)
 
-    async def members(self, conversation_id: uuid.UUID) -> list[str]:
-        return sorted(set(self.entries.get(conversation_id, {}).values()))
+    async def roster(self, conversation_id: uuid.UUID) -> Roster:
+        return roster_of(self.entries.get(conversation_id, {}).items())
 
 
 class RedisPresence(LocalEntries):
@@ -102,7 +120,7 @@ class RedisPresence(LocalEntries):
             with contextlib.suppress(RedisError, OSError):
                 await self.client.zrem(_key(conversation_id), f"{socket_id}:{user}")
 
-    async def members(self, conversation_id: uuid.UUID) -> list[str]:
+    async def roster(self, conversation_id: uuid.UUID) -> Roster:
         key = _key(conversation_id)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -111,8 +129,8 @@ class RedisPresence(LocalEntries):
                 _, entries = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.debug("presence read failed, answering with local sockets: %r", exc)
-            return sorted(set(self.entries.get(conversation_id, {}).values()))
-        return sorted({e.decode().partition(":")[2] for e in entries})
+            return roster_of(self.entries.get(conversation_id, {}).items())
+        return roster_of(_split(e.decode()) for e in entries)
 
     async def _write(self, entries: dict[uuid.UUID, dict[str, str]]) -> None:
         expires = time.time() + self.ttl
@@ -131,6 +149,11 @@ class RedisPresence(LocalEntries):
             await asyncio.sleep(self.ttl / 3)
             if self.entries:
                 await self._write({cid: dict(s) for cid, s in self.entries.items()})
+
+
+def _split(entry: str) -> tuple[str, str]:
+    socket_id, _, user = entry.partition(":")
+    return socket_id, user
 
 
 def _key(conversation_id: uuid.UUID) -> str:

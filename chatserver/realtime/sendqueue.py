@@ -2,16 +2,21 @@
 
 The hub only ever calls `offer`, which never blocks: a socket that falls behind first loses its
 ephemeral frames (typing, presence), and when only messages are left and the queue is still full it
-is closed with 4008, so one slow reader never holds up other sockets or the event loop. While the
-socket is replaying history (`syncing`), live frames wait in `pending` and are sent after the replay
-without repeating a seq.
+is closed with 4008, so one slow reader never holds up other sockets or the event loop. Full means
+`limit` frames (`[realtime] send_queue_size`) or `byte_limit` bytes of payload
+(`[realtime] send_queue_bytes`), whichever comes first: a few large messages cut off a socket that
+does not read as surely as many small ones, so what one such socket holds is bounded in bytes.
+While the socket is replaying history (`syncing`), live frames wait in `pending` and are sent after
+the replay without repeating a seq.
 
 Without per-message compression (the default) frames skip aiohttp's writer: a room builds each
 frame's bytes once (`chatserver.realtime.frames`), every socket queues that same object, and the
 `Flusher` writes each socket's queued frames with ONE `transport.write` of their joined bytes, at
 the next loop iteration but at most once per `fanout_flush_interval`. While the transport's buffer
 is above its high-water mark (the peer reads slower than we write), frames stay queued, one task
-per such socket waits for the transport to drain, and the limit above applies to them. With
+per such socket waits for the transport to drain and writes the backlog in pieces of about the
+high-water mark (so a socket's own copy of joined bytes stays that small), and the limits above
+apply to what is still queued. With
 compression negotiated, frames go one by one through `WebSocketResponse.send_frame` from a writer
 task, since each socket's deflate stream makes its bytes its own.
 """
@@ -21,16 +26,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from chatserver.realtime.frames import Kind, Outgoing
+from chatserver.realtime.frames import DeltaOutgoing, Kind, Outgoing
 
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008
+DEFAULT_BYTE_LIMIT = 1_048_576  # `[realtime] send_queue_bytes`
 TOO_SLOW_REASON = "too slow, resume with since"
 
 
@@ -46,11 +53,21 @@ class Flusher:
     def __init__(self, interval: float = 0.0) -> None:
         self.interval = interval
         self._dirty: list[SocketSender] = []
+        self._deferred: list[Callable[[], None]] = []
         self._scheduled = False
         self._last = float("-inf")
 
     def mark(self, sender: SocketSender) -> None:
         self._dirty.append(sender)
+        self._schedule()
+
+    def defer(self, callback: Callable[[], None]) -> None:
+        """Run `callback` at the start of the next flush, before the sockets are written (a room
+        emits the stream deltas gathered meanwhile as one frame per stream)."""
+        self._deferred.append(callback)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             loop = asyncio.get_running_loop()
@@ -62,6 +79,9 @@ class Flusher:
 
     def _run(self) -> None:
         self._last = asyncio.get_running_loop().time()
+        deferred, self._deferred = self._deferred, []
+        for callback in deferred:
+            callback()  # the sockets it queues frames on join this flush
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for sender in dirty:
@@ -85,15 +105,19 @@ def raw_path(ws: web.WebSocketResponse) -> tuple[asyncio.Transport, Callable[[],
 class SocketSender:
     # Slots: one of these per open socket (see the idle-socket memory figures in BENCHMARKS.md).
     __slots__ = ("_closer", "_drain", "_high_water", "_marked", "_raw", "_wakeup", "_writer",
-                 "close_timeout", "closing", "dropped", "flusher", "last_seq", "limit", "pending",
-                 "queue", "syncing", "transport", "ws")
+                 "byte_limit", "close_timeout", "closing", "cursors", "dropped", "flusher",
+                 "last_seq", "limit", "pending", "queue", "queued_bytes", "syncing", "transport",
+                 "ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, limit: int, *, close_timeout: float,
-        transport: asyncio.Transport | None = None, flusher: Flusher | None = None,
+        byte_limit: int = DEFAULT_BYTE_LIMIT, transport: asyncio.Transport | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.ws = ws
         self.limit = limit
+        self.byte_limit = byte_limit
+        self.queued_bytes = 0  # payload bytes in `queue`, or in `pending` while syncing
         self.close_timeout = close_timeout
         self.transport = transport  # to abort a connection that ignores our close frame
         self.flusher = flusher  # None: frames always go through ws.send_frame
@@ -104,6 +128,8 @@ class SocketSender:
         self.pending: list[tuple[Kind, int, Outgoing]] = []
         self.syncing = True
         self.last_seq = 0
+        # Streams this socket got by replay: message id -> the delta index its text reaches.
+        self.cursors: dict[str, int] | None = None
         self.dropped = 0
         self.closing = False
         self._raw: asyncio.Transport | None = None
@@ -119,18 +145,25 @@ class SocketSender:
             return
         if self.syncing:
             self.pending.append((kind, seq, frame))
-            if len(self.pending) > self.limit:
+            self.queued_bytes += len(frame.payload)
+            if len(self.pending) > self.limit or self.queued_bytes > self.byte_limit:
                 self.too_slow()
             return
         if kind is Kind.MESSAGE:
             if seq <= self.last_seq:
                 return
             self.last_seq = seq
-        if len(self.queue) >= self.limit:
+        elif kind is Kind.DELTA and self.cursors is not None:
+            trimmed = self._trim(typing.cast(DeltaOutgoing, frame))
+            if trimmed is None:
+                return
+            frame = trimmed
+        if len(self.queue) >= self.limit or self.queued_bytes >= self.byte_limit:
             self._enqueue(frame)  # the full-queue policy
             return
         # The common case, once per socket per message: keep it short.
         self.queue.append(frame)
+        self.queued_bytes += len(frame.payload)
         if not self._marked:
             self._kick()
 
@@ -141,20 +174,27 @@ class SocketSender:
     def _enqueue(self, frame: Outgoing) -> None:
         if self.closing:
             return
-        if len(self.queue) >= self.limit:
+        if self._full():
             if frame.ephemeral:
                 self.dropped += 1
                 return
-            if not self._drop_an_ephemeral():
+            while self._full() and self._drop_an_ephemeral():
+                pass
+            if self._full():
                 self.too_slow()
                 return
         self.queue.append(frame)
+        self.queued_bytes += len(frame.payload)
         self._kick()
+
+    def _full(self) -> bool:
+        return len(self.queue) >= self.limit or self.queued_bytes >= self.byte_limit
 
     def _drop_an_ephemeral(self) -> bool:
         for i, queued in enumerate(self.queue):
             if queued.ephemeral:
                 del self.queue[i]
+                self.queued_bytes -= len(queued.payload)
                 self.dropped += 1
                 return True
         return False
@@ -168,12 +208,34 @@ class SocketSender:
         elif self._wakeup is not None:
             self._wakeup.set()
 
-    def go_live(self, last_seq: int) -> None:
-        """End the replay: live frames above `last_seq` follow, and sending starts."""
+    def _trim(self, frame: DeltaOutgoing) -> DeltaOutgoing | None:
+        """The part of `frame` this socket lacks (None: it has all of it)."""
+        assert self.cursors is not None
+        have = self.cursors.get(frame.message_id)
+        if have is None:
+            return frame
+        if frame.end <= have:
+            return None
+        self.cursors[frame.message_id] = frame.end
+        return frame if frame.index >= have else frame.after(have)
+
+    def go_live(
+        self, last_seq: int, cursors: dict[str, int] | None = None,
+        catch_up: list[DeltaOutgoing] | None = None,
+    ) -> None:
+        """End the replay: live frames above `last_seq` follow, and sending starts.
+
+        `cursors`: the delta index each replayed stream's text reaches; `catch_up`: the deltas
+        from there that the room had taken before this socket joined. Deltas the socket has are
+        not sent again."""
         self._choose_path()
         self.last_seq = last_seq
         self.syncing = False
-        pending, self.pending = self.pending, []
+        self.cursors = cursors or None
+        pending = [(Kind.DELTA, f.seq, typing.cast(Outgoing, f)) for f in catch_up or ()]
+        pending += self.pending
+        self.pending = []
+        self.queued_bytes = 0
         for kind, seq, frame in pending:
             self.offer(kind, seq, frame)
         if self._raw is None:
@@ -201,15 +263,32 @@ class SocketSender:
             return
         if self.ws.closed or transport.is_closing():
             return  # the connection is going; the socket's handler cleans up
-        if transport.get_write_buffer_size() > self._high_water:
+        if transport.get_write_buffer_size() <= self._high_water:
+            self._write_queue(transport)
+        if self.queue:
             self._writer = asyncio.create_task(self._drain_then_write(transport))
-            return
-        self._write_queue(transport)
 
     def _write_queue(self, transport: asyncio.Transport) -> None:
-        # bytes.join of a single item returns that item: no copy in the common case.
-        data = b"".join([frame.wire for frame in self.queue])
-        self.queue.clear()
+        """Hand the queued frames to the transport, at most about its high-water mark at a time.
+
+        The joined bytes are this socket's own copy, kept by the transport until the peer reads
+        them: writing a backlog in high-water-sized pieces (the rest stays queued as the frames
+        every socket shares) bounds that copy for a socket that does not read.
+        """
+        queue = self.queue
+        if self.queued_bytes <= self._high_water:  # the common case: everything at once
+            # bytes.join of a single item returns that item: no copy.
+            data = b"".join([frame.wire for frame in queue])
+            queue.clear()
+            self.queued_bytes = 0
+        else:
+            count, size = 1, len(queue[0].payload)
+            while count < len(queue) and size + len(queue[count].payload) <= self._high_water:
+                size += len(queue[count].payload)
+                count += 1
+            data = b"".join([frame.wire for frame in queue[:count]])
+            del queue[:count]
+            self.queued_bytes -= size
         transport.write(data)
 
     async def _drain_then_write(self, transport: asyncio.Transport) -> None:
@@ -236,6 +315,7 @@ class SocketSender:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 frame = self.queue.pop(0)
+                self.queued_bytes -= len(frame.payload)
                 await self.ws.send_frame(frame.payload, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError) as exc:
             log.debug("socket writer stopped: %r", exc)
@@ -243,12 +323,14 @@ class SocketSender:
     # --- closing ---------------------------------------------------------------------------------
 
     def too_slow(self) -> None:
-        log.info("closing a websocket that cannot keep up (%d frames queued)", len(self.queue))
+        log.info("closing a websocket that cannot keep up (%d frames, %d bytes queued)",
+                 len(self.queue) + len(self.pending), self.queued_bytes)
         self.close_soon(CLOSE_TOO_SLOW, TOO_SLOW_REASON)
 
     def close_soon(self, code: int, reason: str) -> None:
-        """`shut` from code that cannot wait for it (`stop` does)."""
-        self._closer = asyncio.create_task(self.shut(code, reason))
+        """`shut` from code that cannot wait for it (`stop` does); once."""
+        if self._closer is None:
+            self._closer = asyncio.create_task(self.shut(code, reason))
 
     async def shut(self, code: int, reason: str, *, hear_back: bool = True) -> None:
         """Stop sending and close the socket with `code` (never waits on a full queue).
@@ -260,8 +342,7 @@ class SocketSender:
         if self.closing:
             return
         self.closing = True
-        self.queue.clear()
-        self.pending.clear()
+        self._release()
         await self._stop_writer()
         if not hear_back and self.transport is not None:
             # Runs once ws.close below has written the close frame; close() flushes it.
@@ -279,10 +360,17 @@ class SocketSender:
 
     async def stop(self) -> None:
         self.closing = True
+        self._release()
         await self._stop_writer()
         if self._closer is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._closer
+
+    def _release(self) -> None:
+        """Drop every queued frame now: a closing socket must not keep a burst's bytes alive."""
+        self.queue.clear()
+        self.pending.clear()
+        self.queued_bytes = 0
 
     async def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None

@@ -7,6 +7,8 @@ failed_auths_per_second_per_address`, checked before the credential is looked at
 4403 an Origin that is not allowed, 1013 and 4429 too many sockets (see `guard`), 1008 a flood.
 1013 (try again later) while the database is unreachable. A frame that cannot be stored then gets
 an `unavailable` error frame with `retry_after`, and the socket stays.
+With `since`, the streams still open are sent too (also those at or below `since`), and each
+socket then gets only the deltas past the text it was sent (`SocketSender.go_live`).
 Client frames are handled in the order read, up to `[limits] socket_frames_in_flight` at once
 (`chatserver.realtime.inbound`); a broken frame gets an error frame and the socket stays.
 The socket always leaves its room and the presence list in `finally`.
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from typing import Any
 
 import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -29,6 +32,7 @@ from chatserver.appkeys import (
     HUB,
     KEY_CACHE,
     METRICS,
+    PARTICIPANTS,
     PRESENCE,
     RUNS,
     SETTINGS,
@@ -38,7 +42,7 @@ from chatserver.appkeys import (
 from chatserver.auth.tokens import authenticate
 from chatserver.config import RealtimeSettings
 from chatserver.db.errors import UNAVAILABLE_ERRORS
-from chatserver.models import message_json
+from chatserver.models import StreamState, message_json
 from chatserver.problems import Problem
 from chatserver.realtime.frames import answered_frame, frame, message_frame, run_frame
 from chatserver.realtime.guard import (
@@ -47,9 +51,10 @@ from chatserver.realtime.guard import (
     socket_origin_allowed,
 )
 from chatserver.realtime.inbound import UNAVAILABLE_REASON, Session, close_for, receive
+from chatserver.realtime.presence import OBSERVER_PREFIX
 from chatserver.realtime.sendqueue import SocketSender
 from chatserver.services import history
-from chatserver.validation import parse_hex_id
+from chatserver.validation import BIGINT_MAX, DECIMAL_ID, parse_hex_id
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ BEARER_PROTOCOL_PREFIX = "bearer."
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+CLOSED_STREAM = 2**31  # a replayed stream that is closed: no delta of it is sent after
 CLOSE_THROTTLED = 4429
 
 
@@ -84,7 +90,8 @@ def parse_since(request: web.Request) -> int | None:
     text = request.query.get("since")
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 18:
+    # ASCII digits only: str.isdigit() also takes "²" and "①", which int() then refuses.
+    if DECIMAL_ID.fullmatch(text) is None or int(text) > BIGINT_MAX:
         raise Refusal(CLOSE_BAD_REQUEST, "since must be a non-negative integer")
     return int(text)
 
@@ -117,7 +124,11 @@ async def open_session(request: web.Request) -> tuple[Session, int]:
     since = parse_since(request)
     if since is not None and since > row["last_seq"]:
         raise Refusal(CLOSE_BAD_REQUEST, f"since is above the last seq ({row['last_seq']})")
-    return Session(who, conversation_id, since, address), row["last_seq"]
+    try:
+        seat = await app[PARTICIPANTS].seat(who, conversation_id)
+    except Problem as problem:  # a token whose participant was removed
+        raise Refusal(CLOSE_UNAUTHORIZED, problem.detail or "participant removed") from None
+    return Session(who, conversation_id, since, address, seat), row["last_seq"]
 
 
 async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
@@ -138,9 +149,10 @@ async def conversation_socket(request: web.Request) -> web.WebSocketResponse:
         await close_quietly(ws, WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_REASON, settings)
         return ws
     sender = SocketSender(ws, settings.send_queue_size, close_timeout=settings.close_timeout,
+                          byte_limit=settings.send_queue_bytes,
                           transport=request.transport,  # type: ignore[arg-type]
                           flusher=request.app[HUB].flusher)
-    admitted = OpenSocket(session.conversation_id, session.principal, sender)
+    admitted = OpenSocket(session.conversation_id, session.principal, sender, session.seat)
     refused = request.app[SOCKETS].admit(admitted)
     if refused is not None:
         await ws.close(code=refused[0], message=refused[1].encode())
@@ -168,20 +180,25 @@ async def serve(
 ) -> None:
     hub, presence = app[HUB], app[PRESENCE]
     cid = session.conversation_id
-    socket_id = uuid.uuid4().hex
+    observer = session.seat is not None and session.seat.observer
+    socket_id = (OBSERVER_PREFIX if observer else "") + uuid.uuid4().hex
+    seen = {"observer": True} if observer else {}
     joined = present = False
     try:
         delivered = await hub.join(cid, sender)
         joined = True
         # Live frames above `delivered` wait in the sender while the replay reads Postgres, which
         # already holds everything up to `delivered`: together they leave no gap.
-        last = delivered if session.since is None else await replay(app, ws, session)
+        last, cursors = delivered, dict[str, int]()
+        if session.since is not None:
+            last, cursors = await replay(app, ws, session)
         await ws.send_frame(frame("ready", conversation_id=cid.hex, last_seq=last), WSMsgType.TEXT)
-        sender.go_live(last)
-        await presence.add(cid, socket_id, session.principal.name)
+        sender.go_live(last, cursors, hub.catch_up(cid, cursors))
+        await presence.add(cid, socket_id, session.user)
         present = True
-        sender.push(frame("presence", members=await presence.members(cid)))
-        await hub.ephemeral(cid, frame("presence.join", user=session.principal.name))
+        members, observers = await presence.roster(cid)
+        sender.push(frame("presence", members=members, observers=observers))
+        await hub.ephemeral(cid, frame("presence.join", user=session.user, **seen))
         await receive(app, ws, sender, session)
     finally:
         if joined:
@@ -189,20 +206,35 @@ async def serve(
         await sender.stop()
         if present:
             await presence.remove(cid, socket_id)
-            await hub.ephemeral(cid, frame("presence.leave", user=session.principal.name))
+            await hub.ephemeral(cid, frame("presence.leave", user=session.user, **seen))
 
 
-async def replay(app: web.Application, ws: web.WebSocketResponse, session: Session) -> int:
-    """Send every message above `since` in its current state, then the current state of every
-    run and answered action that changed at or after `since`; the highest seq sent (or since)."""
+async def replay(
+    app: web.Application, ws: web.WebSocketResponse, session: Session
+) -> tuple[int, dict[str, int]]:
+    """Send the streams still open up to `since`, then every message above it, in their current
+    state, then the current state of every run and answered action that changed at or after
+    `since`. The highest seq sent (or since), and how far each streamed message's text reached
+    (a closed one: all of it)."""
     last = session.since or 0
-    async for rows in history.pages_after(app[DB_POOL], session.conversation_id, last):
+    cursors: dict[str, int] = {}
+    pool = app[DB_POOL]
+    for row in await history.open_streams(pool, session.conversation_id, last):
+        await send_replayed(ws, row, cursors)
+    async for rows in history.pages_after(pool, session.conversation_id, last):
         for row in rows:
-            await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)
+            await send_replayed(ws, row, cursors)
             last = row["seq"]
     runs, answered = await app[RUNS].changed_since(session.conversation_id, session.since or 0)
     for run in runs:
         await ws.send_frame(run_frame(run), WSMsgType.TEXT)
     for message in answered:
         await ws.send_frame(answered_frame(message), WSMsgType.TEXT)
-    return last
+    return last, cursors
+
+
+async def send_replayed(ws: web.WebSocketResponse, row: Any, cursors: dict[str, int]) -> None:
+    if row["stream_state"] is not None:
+        open_ = row["stream_state"] == StreamState.OPEN
+        cursors[row["id"].hex] = row["stream_next_index"] if open_ else CLOSED_STREAM
+    await ws.send_frame(message_frame(message_json(row)), WSMsgType.TEXT)

@@ -1,9 +1,10 @@
 """Supervised background tasks: restarted with capped backoff when they fail, health on record.
 
 Every long-running loop of an instance runs under a Supervisor: the app's (`app[SUPERVISOR]`) runs
-the Redis bus listener, the webhook dispatcher, the hub's reconciliation and the socket credential
-re-check; `chatserver worker` runs its dispatcher under one of its own. A task that raises is
-logged and started again after a backoff that doubles up to a cap; a task that returns is done.
+the Redis bus listener, the webhook dispatcher, the hub's reconciliation, the socket credential
+re-check and the memory trim; `chatserver worker` runs its dispatcher under one of its own. A task
+that raises is logged and started again after a backoff that doubles up to a cap; a task that
+returns is done.
 `/readyz` and `/metrics` read each task's state from here: a required task that is not running
 makes the instance not ready, an optional one (the bus listener: the instance works without
 Redis) is only reported.

@@ -61,6 +61,10 @@ def _validated_config(
             config["workflow_id"] = str(workflow_id)
         elif not workflow_id.strip():
             sub.fail("workflow_id", "must not be empty")
+    if config.get("participants", "open") not in ("open", "closed"):
+        sub.fail("participants", "must be open or closed")
+    if not isinstance(config.get("participant_events", False), bool):
+        sub.fail("participant_events", "must be true or false")
     if config.get("on_input_during_run", InputDuringRun.ALLOW) not in set(InputDuringRun):
         sub.fail("on_input_during_run", "must be one of allow, reject, interrupt, enqueue")
     if usecase is Usecase.WORKFLOW_EXECUTION and "workflow_id" not in config:

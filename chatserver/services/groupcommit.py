@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 
 from chatserver.store import messages as store
+from chatserver.store import participants
 from chatserver.store.messages import NewMessage
 from chatserver.webhooks import outbox
 from chatserver.webhooks.outbox import MESSAGE_CREATED
@@ -174,6 +175,7 @@ async def _commit(conn: Any, batch: list[_Post], turn: Turn) -> list[Stored]:
         # Sorted by seq: the outbox keeps each conversation's order.
         rows = sorted((r for r in returned if r["created"]), key=lambda r: r["seq"])
         await outbox.enqueue_message_events(conn, MESSAGE_CREATED, rows)
+        await participants.advance_own_horizons(conn, rows)
     found = {(r["conversation_id"], r["client_id"]): r for r in returned if not r["created"]}
     inserted = {(r["conversation_id"], r["client_id"]): r for r in rows if r["client_id"]}
     by_post = _match_rows([p for p in unique if p.key not in found], rows)
@@ -239,6 +241,7 @@ async def _commit_one(conn: Any, new: NewMessage) -> Stored:
             row = await store.insert_message(conn, new)
             if row is not None:
                 await outbox.enqueue_message_event(conn, MESSAGE_CREATED, row)
+                await participants.advance_own_horizons(conn, [row])
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same client_id committed first.
         assert new.client_id is not None

@@ -1,5 +1,5 @@
 """A conversation's history from Postgres, by seq: the one reader behind REST pages, websocket
-replay (`since`) and the hub's gap fill."""
+replay (`since`, with the streams still open below it) and the hub's gap fill."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from chatserver.store import messages as store
+from chatserver.store import streams as stream_store
 
 PAGE = 500  # rows per query when reading forward
 
@@ -37,3 +38,12 @@ async def pages_after(
             after = rows[-1]["seq"]
         if len(rows) < PAGE:
             return
+
+
+async def open_streams(
+    pool: asyncpg.Pool, conversation_id: uuid.UUID, up_to: int
+) -> list[asyncpg.Record]:
+    """The streams still open among the messages up to seq `up_to` (a resume sends them again:
+    the client has them only as far as it got)."""
+    async with pool.acquire() as conn:
+        return await stream_store.get_open_streams(conn, conversation_id, up_to)

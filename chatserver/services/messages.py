@@ -28,13 +28,14 @@ from chatserver.services import history
 from chatserver.services.actions import parse_action
 from chatserver.services.conversations import ConversationService
 from chatserver.services.groupcommit import GroupCommitter
+from chatserver.services.participants import Seat, author_for
 from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
-from chatserver.validation import Fields, parse_hex_id
+from chatserver.validation import Fields, basename_problem, is_utf8, parse_hex_id
 from chatserver.webhooks import outbox
 from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
-POST_FIELDS = ("content", "content_type", "filename", "type", "status", "metadata", "client_id",
+POST_FIELDS = ("content", "content_type", "filename", "status", "metadata", "client_id", "stream",
                "run_id", "action")
 PATCH_FIELDS = ("status", "metadata")
 CLIENT_ID_MAX = 200
@@ -60,10 +61,22 @@ def _client_id(fields: Fields, header_key: str | None) -> str | None:
     if header_key is not None:
         if len(header_key) > CLIENT_ID_MAX or not header_key:
             fields.fail("Idempotency-Key", f"must be 1 to {CLIENT_ID_MAX} characters")
+        elif not is_utf8(header_key):
+            fields.fail("Idempotency-Key", "must be UTF-8 text")
         elif client_id is not None and client_id != header_key:
             fields.fail("client_id", "differs from the Idempotency-Key header")
         client_id = client_id or header_key
     return client_id
+
+
+def replay(new: NewMessage, existing: Any) -> Posted:
+    """The stored message for a retry of `new` (same client_id); 422 if it differs."""
+    if not new.same_request(existing):
+        raise Problem(
+            422, "client_id was already used for a different message in this conversation",
+            title="Idempotency key reused", invalid_params=[("client_id", "already used")],
+        )
+    return Posted(message_json(existing), created=False)
 
 
 class ConversationTeams:
@@ -110,7 +123,8 @@ class RunLinks(Protocol):
 def _run_link(
     fields: Fields, principal: Principal, runs: RunLinks | None
 ) -> tuple[uuid.UUID | None, dict[str, Any] | None]:
-    """`run_id` and `action` of a new message (an action needs a run_id; tokens ask nothing)."""
+    """`run_id` and `action` of a new message (an action needs a run_id; user tokens ask
+    nothing)."""
     run_id, action = None, None
     raw_run = fields.string("run_id")
     if raw_run is not None:
@@ -123,8 +137,8 @@ def _run_link(
         fields.errors.extend(problems)
         if raw_run is None:
             fields.fail("run_id", "is required with an action")
-        if principal.conversation_id is not None:
-            fields.fail("action", "a browser token may not ask actions")
+        if principal.is_token and not principal.agent:
+            fields.fail("action", "only an agent or an API key may ask")
     return run_id, action
 
 
@@ -146,28 +160,61 @@ class MessageService:
 
     def validate_new(
         self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any],
-        header_key: str | None = None,
+        header_key: str | None = None, *, seat: Seat | None = None, type_field: str = "type",
     ) -> NewMessage:
+        """The message `principal` (writing as `seat`) may post; `type_field` names the message
+        type's field ("message_type" in a websocket frame, whose `type` is the frame's kind)."""
         fields = Fields(body)
-        fields.reject_unknown(POST_FIELDS)
+        fields.reject_unknown((*POST_FIELDS, type_field))
         content = fields.string("content", required=True, nullable=False)
         if isinstance(content, str) and len(content.encode()) > self.settings.max_content_bytes:
             fields.fail("content", f"must be at most {self.settings.max_content_bytes} bytes")
         content_type = fields.choice("content_type", ContentType, default=ContentType.TEXT)
-        filename = fields.string("filename", max_length=1024, min_length=1)
+        filename = fields.string("filename", min_length=1)
+        if isinstance(filename, str) and (problem := basename_problem(filename)):
+            fields.fail("filename", problem)
         if content_type in MEDIA_CONTENT_TYPES and not filename:
             fields.fail("filename", f"is required for content_type {content_type}")
-        msg_type = fields.choice("type", MessageType, default=MessageType.USER_INPUT)
+        default_type = MessageType.AGENT_OUTPUT if principal.agent else MessageType.USER_INPUT
+        msg_type = fields.choice(type_field, MessageType, default=default_type)
         status = fields.choice("status", MessageStatus, default=MessageStatus.RECEIVED)
         metadata = fields.obj("metadata", default={})
+        if seat is not None and seat.observer:
+            fields.fail("type", "an observer may not send messages")
+        if principal.agent:
+            if msg_type is MessageType.USER_INPUT:
+                fields.fail(type_field, "an agent may not post USER_INPUT")
+        elif principal.is_token:
+            self._check_token_fields(fields, type_field, msg_type, status, metadata)
         client_id = _client_id(fields, header_key)
+        stream = fields.data.get("stream", False)
+        if not isinstance(stream, bool):
+            fields.fail("stream", "must be true or false")
         run_id, action = _run_link(fields, principal, self.runs)
         fields.raise_if_invalid()
+        author = author_for(principal, seat, str(msg_type))
         return NewMessage(
             conversation_id=conversation_id, content=content, content_type=str(content_type),
             filename=filename, type=str(msg_type), status=str(status), metadata=metadata,
-            client_id=client_id, created_by=principal.name, run_id=run_id, action=action,
+            client_id=client_id, created_by=principal.name, author_id=author.id,
+            author_kind=author.kind, author_name=author.name, stream=stream is True,
+            run_id=run_id, action=action,
         )
+
+    def _check_token_fields(
+        self, fields: Fields, type_field: str, msg_type: MessageType | None,
+        status: MessageStatus | None, metadata: Any,
+    ) -> None:
+        """Fields the server owns: a browser token posts what a person types, nothing more."""
+        if msg_type is not MessageType.USER_INPUT:
+            fields.fail(type_field, "a browser token may only post USER_INPUT")
+        if status is not MessageStatus.RECEIVED:
+            fields.fail("status", "a browser token may only post status RECEIVED")
+        allowed = self.settings.token_metadata_keys
+        for key in metadata if isinstance(metadata, dict) else ():
+            if key not in allowed:
+                fields.fail(f"metadata.{key}", "not settable by a browser token "
+                                               "(see [messages] token_metadata_keys)")
 
     async def post(self, principal: Principal, new: NewMessage) -> Posted:
         await self.teams.check(principal, new.conversation_id)
@@ -177,27 +224,18 @@ class MessageService:
         """Store a message its author may post (the caller checked); seqs follow call order."""
         if self.runs is not None and new.run_id is not None:
             row, created = await self.runs.store_linked(new)  # it tells the hub
-            return Posted(message_json(row), created=True) if created else self._replay(new, row)
+            return Posted(message_json(row), created=True) if created else replay(new, row)
         policy = await self.runs.before_input(new) if self.runs is not None else None
         stored = await self.committer.submit(new)
         if stored.row is None:
             raise not_found()
         if not stored.created:
-            return self._replay(new, stored.row)
+            return replay(new, stored.row)
         message = message_json(stored.row)
         await self.events.message_created(message)
         if self.runs is not None and policy is not None:
             await self.runs.after_input(policy, message)
         return Posted(message, created=True)
-
-    @staticmethod
-    def _replay(new: NewMessage, existing: Any) -> Posted:
-        if not new.same_request(existing):
-            raise Problem(
-                422, "client_id was already used for a different message in this conversation",
-                title="Idempotency key reused", invalid_params=[("client_id", "already used")],
-            )
-        return Posted(message_json(existing), created=False)
 
     async def page(
         self, principal: Principal, conversation_id: uuid.UUID, *, before: int | None,
@@ -212,9 +250,11 @@ class MessageService:
         self, principal: Principal, conversation_id: uuid.UUID, message_id: uuid.UUID,
         body: dict[str, Any],
     ) -> dict[str, Any]:
-        if principal.conversation_id is not None:
-            raise not_found()
+        """PATCH status/metadata: any message for an API key, its own for an agent token."""
+        if principal.is_token and not principal.agent:
+            raise Problem(403, "only an agent or an API key may change a message")
         await self.conversations.get_row(principal, conversation_id)
+        own = principal.participant if principal.is_token else None
         fields = Fields(body)
         fields.reject_unknown(PATCH_FIELDS)
         status = fields.choice("status", MessageStatus)
@@ -224,7 +264,7 @@ class MessageService:
             raise ValidationProblem([("body", "give status and/or metadata to change")])
         async with self.pool.acquire() as conn, conn.transaction():
             row = await store.update_message(
-                conn, conversation_id, message_id, str(status) if status else None, metadata
+                conn, conversation_id, message_id, str(status) if status else None, metadata, own
             )
             if row is not None:
                 await outbox.enqueue_message_event(conn, MESSAGE_UPDATED, row)

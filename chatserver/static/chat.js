@@ -11,10 +11,12 @@
 // ?since=<highest seq seen>, so nothing is missed; messages are kept by seq, so nothing shows twice.
 //
 // Events (CustomEvent, data in `detail`):
-//   message   {message, older}   a new or changed message (same seq: replace it)
+//   message   {message, older}   a new or changed message (same seq: replace it); a streamed
+//                                message (message.stream.state "open") grows with each delta
 //   pending   {pending}          a send's state changed: sending | sent | acked | failed
 //   presence  {members}          sorted names of who is connected
 //   typing    {user}             someone else is typing (show it for a few seconds)
+//   read      {participant, seq} someone's read horizon (also each current one at start)
 //   state     {state, detail}    connecting | live | reconnecting | refused | closed
 //   history   {hasMore}          an older page arrived (or there is none)
 //   error     {frame}            the server refused a frame (also sets pending to failed)
@@ -58,6 +60,14 @@ export function mediaUrl(message) {
   }
 }
 
+/** Whether `message` is a later state of `known` (a stream's text grows without updated_at). */
+function newer(message, known) {
+  if (message.updated_at !== known.updated_at) return message.updated_at > known.updated_at;
+  if (!message.stream || !known.stream) return false;
+  return message.stream.state !== known.stream.state
+    || message.stream.next_index > known.stream.next_index;
+}
+
 export class ChatClient extends EventTarget {
   /**
    * @param {object} options
@@ -94,6 +104,7 @@ export class ChatClient extends EventTarget {
     this.lastTypingSent = 0;
     this.stopped = false;
     this.loadingOlder = null;
+    this.readSent = 0; // the highest horizon this page marked
   }
 
   /** Load the newest page of history, then open the socket from the newest seq in it. */
@@ -103,6 +114,24 @@ export class ChatClient extends EventTarget {
     await this.loadOlder();
     await this.loadRuns();
     this.connect();
+    this.loadReads().catch(() => {}); // "seen by" is a nicety: without it the chat still works
+  }
+
+  /** The participants' current horizons, as `read` events (later ones come as frames). */
+  async loadReads() {
+    const url = `${this.baseUrl}/conversations/${this.conversationId}/participants`;
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${this.token}` } });
+    if (!response.ok) return;
+    for (const p of await response.json()) {
+      this.emit("read", { participant: p.id, seq: p.last_read_seq });
+    }
+  }
+
+  /** Mark everything up to `seq` as read by this user (forward only; the server coalesces). */
+  markRead(seq) {
+    if (this.state !== "live" || seq <= this.readSent) return;
+    this.readSent = seq;
+    this.socket.send(JSON.stringify({ type: "read", seq }));
   }
 
   close() {
@@ -239,6 +268,9 @@ export class ChatClient extends EventTarget {
         // would leave a hole between it and the oldest loaded one.
         if (this.messages.has(frame.message.seq)) this.accept(frame.message, false);
         break;
+      case "message.delta":
+        this.grow(frame);
+        break;
       case "run.updated":
         this.acceptRun(frame.run);
         break;
@@ -259,14 +291,18 @@ export class ChatClient extends EventTarget {
         this.emitPresence();
         break;
       case "presence.join":
+        if (frame.observer) break; // observers are listed apart (the presence frame's observers)
         this.presence.set(frame.user, (this.presence.get(frame.user) ?? 0) + 1);
         this.emitPresence();
         break;
       case "presence.leave":
-        this.leave(frame.user);
+        if (!frame.observer) this.leave(frame.user);
         break;
       case "typing":
         if (frame.user !== this.user) this.emit("typing", { user: frame.user });
+        break;
+      case "read":
+        this.emit("read", { participant: frame.participant, seq: frame.seq });
         break;
       default:
         break; // frames added by a later protocol version
@@ -284,10 +320,24 @@ export class ChatClient extends EventTarget {
     this.emit("presence", { members: [...this.presence.keys()].sort() });
   }
 
+  /** Append a `message.delta` frame's text to its streamed message (deltas come in index order;
+   * ones the message already has are skipped). */
+  grow(frame) {
+    const known = this.messages.get(frame.seq);
+    if (!known?.stream || known.stream.state !== "open") return;
+    if (frame.index !== known.stream.next_index) return; // the server never skips or repeats
+    const message = {
+      ...known, content: known.content + frame.text,
+      stream: { ...known.stream, next_index: frame.index + frame.count },
+    };
+    this.messages.set(message.seq, message);
+    this.emit("message", { message, older: false, replaced: true });
+  }
+
   /** Keep a message by seq; emits "message" unless it is a stale copy. True when it was new. */
   accept(message, older) {
     const known = this.messages.get(message.seq);
-    if (known && known.updated_at >= message.updated_at) return false;
+    if (known && !newer(message, known)) return false;
     this.messages.set(message.seq, message);
     if (message.seq > this.lastSeq) this.lastSeq = message.seq;
     if (this.oldestSeq === null || message.seq < this.oldestSeq) this.oldestSeq = message.seq;

@@ -66,15 +66,24 @@ function messageItem(message, mine, answer) {
   item.dataset.type = message.type;
   item.dataset.contentType = message.content_type;
   if (mine) item.dataset.mine = "true";
+  const author = message.author ?? { name: message.created_by, kind: "integration" };
+  item.dataset.authorKind = author.kind;
   const meta = el("div", "meta");
-  meta.append(el("span", "author", message.created_by));
+  meta.append(el("span", "author", author.name));
+  if (author.kind !== "user") meta.append(el("span", "badge kind", author.kind));
   const time = el("time", "time", shortTime(message.created_at));
   time.dateTime = message.created_at;
   meta.append(time);
-  if (message.type !== "USER_INPUT") meta.append(el("span", "badge", message.type === "SYSTEM" ? "system" : "agent"));
   if (message.status === "FAILED" || message.status === "PROCESSING") meta.append(el("span", "badge status", message.status.toLowerCase()));
   if (mine) meta.append(el("span", "ack", "✓ stored"));
-  item.append(meta, messageBody(message));
+  const body = messageBody(message);
+  const stream = message.stream;
+  if (stream) {
+    item.dataset.stream = stream.state; // open: it grows as the agent writes
+    if (stream.state === "open") body.append(el("span", "caret", "▍"));
+    if (stream.state === "aborted") meta.append(el("span", "badge status", stream.reason ? `stopped: ${stream.reason}` : "stopped"));
+  }
+  item.append(meta, body);
   if (message.action) item.append(actionBody(message, answer));
   return item;
 }
@@ -87,6 +96,7 @@ class ChatPage {
     this.pendingList = $("pending");
     this.mine = new Set(); // client_ids this page sent
     this.typers = new Map(); // user -> timer
+    this.reads = new Map(); // participant (not this user) -> read horizon
   }
 
   start() {
@@ -95,6 +105,9 @@ class ChatPage {
     c.addEventListener("pending", (e) => this.onPending(e.detail.pending));
     c.addEventListener("presence", (e) => this.showPresence(e.detail.members));
     c.addEventListener("typing", (e) => this.onTyping(e.detail.user));
+    c.addEventListener("read", (e) => this.onRead(e.detail));
+    c.addEventListener("state", (e) => { if (e.detail.state === "live") this.markRead(); });
+    document.addEventListener("visibilitychange", () => this.markRead());
     c.addEventListener("state", (e) => this.showState(e.detail));
     c.addEventListener("history", (e) => this.showHistoryEnd(e.detail.hasMore));
     c.addEventListener("error", (e) => this.showProblem(e.detail.frame.detail));
@@ -157,6 +170,32 @@ class ChatPage {
     else this.list.insertBefore(item, this.nextItem(message.seq));
     if (older) this.log.scrollTop += this.log.scrollHeight - heightBefore; // keep the view still
     else if (atBottom || mine) this.scrollToBottom();
+    this.showSeen();
+    if (!older) this.markRead();
+  }
+
+  /** What this page shows is read, while it is visible. */
+  markRead() {
+    if (document.visibilityState === "visible") this.client.markRead(this.client.lastSeq);
+  }
+
+  onRead({ participant, seq }) {
+    if (participant === this.client.user || seq <= (this.reads.get(participant) ?? 0)) return;
+    this.reads.set(participant, seq);
+    this.showSeen();
+  }
+
+  /** "seen by ..." under the last message each other participant has read. */
+  showSeen() {
+    for (const node of this.list.querySelectorAll(".seen")) node.remove();
+    const under = new Map(); // li -> names
+    for (const [participant, seq] of this.reads) {
+      const next = this.nextItem(seq + 1);
+      const item = next ? next.previousElementSibling : this.list.lastElementChild;
+      if (!item) continue;
+      under.set(item, [...(under.get(item) ?? []), participant]);
+    }
+    for (const [item, names] of under) item.append(el("div", "seen", `seen by ${names.sort().join(", ")}`));
   }
 
   /** The first item with a higher seq (binary search: items are kept in seq order). */

@@ -8,15 +8,15 @@ from typing import Any
 import asyncpg
 
 INSERT_KEY = """
-INSERT INTO api_keys (id, name, team_id, prefix, key_hash)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id, name, team_id, prefix, created_at, revoked_at
+INSERT INTO api_keys (id, name, team_id, prefix, key_hash, agent)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, name, team_id, prefix, agent, created_at, revoked_at
 """
 SELECT_BY_PREFIX = """
-SELECT id, name, team_id, key_hash, revoked_at FROM api_keys WHERE prefix = $1
+SELECT id, name, team_id, key_hash, agent, revoked_at FROM api_keys WHERE prefix = $1
 """
 SELECT_ALL = """
-SELECT id, name, team_id, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at
+SELECT id, name, team_id, prefix, agent, created_at, revoked_at FROM api_keys ORDER BY created_at
 """
 REVOKE_KEY = """
 UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id
@@ -26,9 +26,10 @@ SELECT_ACTIVE_AMONG = "SELECT id FROM api_keys WHERE id = ANY($1::uuid[]) AND re
 
 
 async def create_key(
-    conn: Any, name: str, team_id: int | None, prefix: str, key_hash: bytes
+    conn: Any, name: str, team_id: int | None, prefix: str, key_hash: bytes,
+    agent: str | None = None,
 ) -> asyncpg.Record:
-    return await conn.fetchrow(INSERT_KEY, uuid.uuid4(), name, team_id, prefix, key_hash)
+    return await conn.fetchrow(INSERT_KEY, uuid.uuid4(), name, team_id, prefix, key_hash, agent)
 
 
 async def get_key_by_prefix(conn: Any, prefix: str) -> asyncpg.Record | None:

@@ -11,20 +11,26 @@ import asyncpg
 
 COLUMNS = (
     "id, conversation_id, seq, client_id, content, content_type, filename, type, channel, "
-    "status, metadata, created_by, created_at, updated_at, run_id, action"
+    "status, metadata, created_by, author_id, author_kind, author_name, created_at, updated_at, "
+    "stream_state, stream_next_index, stream_reason, run_id, action"
 )
 
 # One statement: bump the conversation's last_seq (its row lock serialises concurrent writers, so
 # seqs are unique and gap-free; a rolled-back insert rolls the bump back too), then insert.
-INSERT_MESSAGE = f"""
+NEXT_SEQ = """
 WITH next AS (
     UPDATE conversations SET last_seq = last_seq + 1
     WHERE id = $2
     RETURNING last_seq, channel
 )
+"""
+INSERT_MESSAGE = NEXT_SEQ + f"""
 INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
-                      channel, status, metadata, created_by, run_id, action)
-SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12 FROM next
+                      channel, status, metadata, created_by, author_id, author_kind, author_name,
+                      run_id, action)
+SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12, $13,
+       $14, $15
+FROM next
 RETURNING {COLUMNS}
 """
 # A batch in one statement, for any mix of conversations. A message whose (conversation, client_id)
@@ -35,9 +41,11 @@ RETURNING {COLUMNS}
 INSERT_MESSAGES = f"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::jsonb[], $10::text[])
+                         $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[],
+                         $12::text[], $13::text[])
         WITH ORDINALITY AS i(id, conversation_id, client_id, content, content_type, filename,
-                             type, status, metadata, created_by, n)
+                             type, status, metadata, created_by, author_id, author_kind,
+                             author_name, n)
 ),
 stored AS (  -- one probe of messages_client_id_unique per key (never a scan of messages)
     SELECT m.* FROM input i CROSS JOIN LATERAL (
@@ -65,11 +73,12 @@ bumped AS (
 ),
 inserted AS (
     INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename,
-                          type, channel, status, metadata, created_by)
+                          type, channel, status, metadata, created_by, author_id, author_kind,
+                          author_name)
     SELECT f.id, f.conversation_id,
            b.base + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.n),
            f.client_id, f.content, f.content_type, f.filename, f.type, b.channel, f.status,
-           f.metadata, f.created_by
+           f.metadata, f.created_by, f.author_id, f.author_kind, f.author_name
     FROM fresh f JOIN bumped b ON b.id = f.conversation_id
     RETURNING {COLUMNS}
 )
@@ -95,6 +104,7 @@ UPDATE messages
 SET status = coalesce($3, status), metadata = coalesce($4, metadata),
     updated_at = clock_timestamp()
 WHERE conversation_id = $1 AND id = $2
+  AND ($5::text IS NULL OR (author_kind = 'agent' AND author_id = $5))  -- an agent: its own only
 RETURNING {COLUMNS}
 """
 
@@ -110,7 +120,12 @@ class NewMessage:
     filename: str | None = None
     client_id: str | None = None
     metadata: dict[str, Any] | None = None
-    run_id: uuid.UUID | None = None  # the run it belongs to (written by `store.runs`)
+    # Who wrote it (chatserver.services.participants.author_for); None: rendered from created_by.
+    author_id: str | None = None
+    author_kind: str | None = None
+    author_name: str | None = None
+    stream: bool = False  # open a stream (chatserver.services.streams), not a whole message
+    run_id: uuid.UUID | None = None  # the run it belongs to (chatserver.services.runs)
     action: dict[str, Any] | None = None  # a question to the human (needs run_id)
 
     def same_request(self, row: Any) -> bool:
@@ -129,7 +144,7 @@ async def insert_message(conn: Any, new: NewMessage) -> asyncpg.Record | None:
     return await conn.fetchrow(
         INSERT_MESSAGE, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
         new.content_type, new.filename, new.type, new.status, new.metadata or {}, new.created_by,
-        new.run_id, new.action,
+        new.author_id, new.author_kind, new.author_name, new.run_id, new.action,
     )
 
 
@@ -143,7 +158,8 @@ async def insert_messages(conn: Any, batch: list[NewMessage]) -> list[asyncpg.Re
         [m.client_id for m in batch], [m.content for m in batch],
         [m.content_type for m in batch], [m.filename for m in batch], [m.type for m in batch],
         [m.status for m in batch], [m.metadata or {} for m in batch],
-        [m.created_by for m in batch],
+        [m.created_by for m in batch], [m.author_id for m in batch],
+        [m.author_kind for m in batch], [m.author_name for m in batch],
     )
 
 
@@ -163,6 +179,8 @@ async def list_messages(
 
 async def update_message(
     conn: Any, conversation_id: uuid.UUID, message_id: uuid.UUID, status: str | None,
-    metadata: dict[str, Any] | None,
+    metadata: dict[str, Any] | None, agent: str | None = None,
 ) -> asyncpg.Record | None:
-    return await conn.fetchrow(UPDATE_MESSAGE, conversation_id, message_id, status, metadata)
+    """The updated row; None when there is no such message (or, for `agent`, not its own)."""
+    return await conn.fetchrow(UPDATE_MESSAGE, conversation_id, message_id, status, metadata,
+                               agent)

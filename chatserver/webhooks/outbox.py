@@ -7,15 +7,18 @@ the commit. Conversations without `config.callback_url` get no row.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from chatserver.models import iso, message_json
+from chatserver.models import iso, message_json, participant_json
 from chatserver.store import webhooks as store
 
 MESSAGE_CREATED = "message.created"
 MESSAGE_UPDATED = "message.updated"
+MESSAGE_COMPLETED = "message.completed"  # a streamed message closed (complete or aborted)
 WEBHOOK_TEST = "webhook.test"
+PARTICIPANT_JOINED = "participant.joined"
+PARTICIPANT_LEFT = "participant.left"
 RUN_CREATED = "run.created"
 RUN_UPDATED = "run.updated"
 ACTION_ANSWERED = "action.answered"
@@ -64,6 +67,16 @@ async def enqueue_message_events(conn: Any, event_type: str, message_rows: list[
         )
 
 
+async def enqueue_participant_event(conn: Any, event_type: str, participant_row: Any) -> None:
+    """Queue a join or leave inside the caller's transaction, which locked the conversation row
+    first (as a message batch does, so the two never deadlock on the participant's row)."""
+    participant = participant_json(participant_row)
+    stamp = participant_row["joined_at"] if event_type == PARTICIPANT_JOINED else datetime.now(UTC)
+    await store.enqueue(
+        conn, uuid.uuid4(), participant_row["conversation_id"], event_type,
+        event(event_type, stamp, {"conversation_id": participant_row["conversation_id"].hex,
+                                  "participant": participant}),
+    )
 async def enqueue_event(
     conn: Any, conversation_id: uuid.UUID, event_type: str, timestamp: datetime,
     data: dict[str, Any],

@@ -85,6 +85,10 @@ def is_public(ip: IPAddress) -> bool:
     return not any(ip in net for net in _ALSO_BLOCKED if net.version == ip.version)
 
 
+# Said with every refusal: local development needs a receiver on loopback or a private network.
+ALLOW_HINT = " (to allow one, list its network in [webhooks] allowed_networks, e.g. 127.0.0.0/8)"
+
+
 class AddressPolicy:
     """Public addresses pass; blocked ones only when inside one of `allowed_networks`."""
 
@@ -106,10 +110,10 @@ class AddressPolicy:
         if name == "localhost" or name.endswith(".localhost"):
             if self.allows(_LOCALHOST_ADDRESS):
                 return None
-            return "must not point at localhost"
+            return f"must not point at localhost{ALLOW_HINT}"
         ip = literal_address(name)
         if ip is not None and not self.allows(ip):
-            return f"must not point at a private or reserved address ({ip})"
+            return f"must not point at a private or reserved address ({ip}){ALLOW_HINT}"
         return None
 
     def check_url(self, url: str) -> str | None:

@@ -1,5 +1,9 @@
 """The served OpenAPI document covers every route, and a bounded schemathesis run finds nothing.
 
+Beside it, a bounded hypothesis run sends what schemathesis cannot: random bytes (not UTF-8, not
+printable) in Authorization, Idempotency-Key and X-Request-Id, and random query values (Unicode
+digits, huge numbers, escapes that decode to invalid UTF-8) to every route: never a 5xx.
+
 The schemathesis run drives a real `chatserver serve` process: no 5xx, responses that match the
 documented schemas, status codes and content types, and no operation reachable without auth.
 """
@@ -13,12 +17,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chatserver.api.routes import ROUTES
 from chatserver.openapi.operations import OPERATIONS
+from tests import rawhttp
 from tests.conftest import Api
 from tests.localhost import free_port
 
@@ -124,3 +132,68 @@ def test_schemathesis_finds_no_server_errors(
     assert result.returncode == 0, result.stdout[-6000:]
     # aiohttp logs a traceback for the NUL-header probe it rejects with 400; only 500s count.
     assert not re.search(r"Unhandled exception|unhandled error", server_log), server_log[-4000:]
+
+
+# --- headers and query strings, as bytes schemathesis cannot send --------------------------------
+
+QUERY_NAMES = ("limit", "before", "after", "order", "running", "since", "token",
+               "participant")
+FUZZ_HEADERS = ("Authorization", "Idempotency-Key", "X-Request-Id")
+
+
+@dataclass(frozen=True)
+class RawCase:
+    route: int
+    headers: tuple[tuple[str, bytes], ...]
+    query: tuple[tuple[str, str], ...]
+    bearer_prefix: bool  # "Bearer <the real key>" + fuzz, or the fuzz alone
+
+
+raw_cases = st.builds(
+    RawCase,
+    route=st.integers(0, len(ROUTES) - 1),
+    headers=st.lists(st.tuples(st.sampled_from(FUZZ_HEADERS), rawhttp.HEADER_BYTES),
+                     max_size=3).map(tuple),
+    query=st.lists(st.tuples(st.sampled_from(QUERY_NAMES), rawhttp.QUERY_VALUES),
+                   max_size=3).map(tuple),
+    bearer_prefix=st.booleans(),
+)
+
+
+@pytest.fixture
+async def pinned(api: Api) -> dict[str, str]:
+    """Real ids for every path parameter, so a fuzzed request reaches its handler."""
+    cid = await api.create_conversation()
+    message = await api.post_message(cid, "seed")
+    _, workflow, _ = await api.call(
+        "POST", "/workflow-conversations",
+        {"agent_product_id": 1, "user_id": 7, "configuration": {"running": True}}, expect=201)
+    await api.call("PUT", f"/conversations/{cid}/participants/alice", {}, expect=201)
+    return {"conversation_id": cid, "message_id": message["id"], "id": str(workflow["id"]),
+            "user_id": "7", "delivery_id": "1", "participant_id": "alice"}
+
+
+def raw_headers(case: RawCase, key: str) -> rawhttp.Headers:
+    headers: rawhttp.Headers = []
+    for name, value in case.headers:
+        if name == "Authorization":
+            value = (b"Bearer " + key.encode() + value) if case.bearer_prefix else value
+        headers.append((name.encode(), value))
+    if not any(name == "Authorization" for name, _ in case.headers):
+        headers.append((b"Authorization", b"Bearer " + key.encode()))
+    return [*headers, (b"Content-Type", b"application/json")]
+
+
+@settings(max_examples=120, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=raw_cases)
+async def test_fuzzed_headers_and_queries_never_answer_5xx(
+    api: Api, pinned: dict[str, str], case: RawCase
+) -> None:
+    method, path, _, _ = ROUTES[case.route]
+    target = path.format(**pinned) + "?" + "&".join(f"{k}={v}" for k, v in case.query)
+    body = b'{"content": "fuzz"}' if method in ("POST", "PATCH") else b""
+    server = api.client.server
+    status, answer = await rawhttp.request(server.host, server.port, method, target.encode(),
+                                           raw_headers(case, str(api.key)), body)
+    assert 200 <= status < 500, (method, target, case, status, answer)

@@ -33,10 +33,17 @@ BODIES: dict[str, Any] = {
     "update_workflow_conversation": {"agent_product_id": 666},
     "connect_to_workflow_conversation": {"intruder": True},
     "create_token": {"user": "mallory"},
+    "append_deltas": {"deltas": [{"index": 0, "text": "intrusion"}]},
+    "complete_stream": {"content": "intrusion"},
+    "abort_stream": {"reason": "intrusion"},
+    "put_participant": {"role": "observer"},
+    "mark_read": {"seq": 0},
     "create_run": {"agent": "intruder"},
     "update_run": {"status": "failed", "error": {"code": "intrusion"}},
     "answer_action": {"option": "yes"},
 }
+# Token routes refused to a user token (not an agent) before any lookup: the same for every id.
+AGENT_ONLY = frozenset({"update_message"})
 SOCKET_ROUTE = "conversation_socket"
 HEX = re.compile(r"[0-9a-f]{32}")
 B_USER = 424242
@@ -54,6 +61,7 @@ class Tenants:
             "conversation_id": uuid.uuid4().hex, "message_id": uuid.uuid4().hex,
             "delivery_id": uuid.uuid4().hex, "id": str(2**62 + secrets.randbelow(2**40)),
             "user_id": str(2**62 + secrets.randbelow(2**40)),
+            "participant_id": f"nobody-{secrets.token_hex(8)}",
             "run_id": uuid.uuid4().hex,
         }
 
@@ -75,6 +83,7 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
                  expect=200)
     asked = await b.post_message(cid, "ok?", type="AGENT_OUTPUT", run_id=run["id"],
                                  action={"kind": "confirm", "prompt": "team B's question"})
+    await b.call("PUT", f"/conversations/{cid}/participants/bea", {"name": "Bea B."}, expect=201)
     await receiver.wait_for(1, "/team-b-hook")
 
     async def delivered() -> Any:
@@ -87,9 +96,9 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
     # B's message ids point at its action message: the answer route finds an action there.
     t.b = {"conversation_id": cid, "message_id": asked["id"],
            "delivery_id": deliveries[0]["id"], "id": str(workflow["id"]),
-           "user_id": str(B_USER), "run_id": run["id"]}
-    t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta", run["id"],
-               "b-agent", asked["id"], "team B's question",
+           "user_id": str(B_USER), "participant_id": "bea", "run_id": run["id"]}
+    t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta", "Bea B.",
+               run["id"], "b-agent", asked["id"], "team B's question",
                created["webhook_secret"], "/team-b-hook", deliveries[0]["id"]]
     return t
 
@@ -154,7 +163,9 @@ async def test_every_route_treats_other_teams_objects_as_missing(
         # B's objects against missing ids; and, below A's own conversation, B's (message,
         # delivery) ids against missing ones.
         variants = [(t.b, t.missing)]
-        if len(params_of(path)) > 1 and params_of(path)[0] == "conversation_id":
+        # (A participant id names nobody outside its conversation: PUT in A's own creates one.)
+        if (len(params_of(path)) > 1 and params_of(path)[0] == "conversation_id"
+                and name != "put_participant"):
             variants.append(({**t.b, **own}, {**t.missing, **own}))
         for label, caller in callers.items():
             for targets, nowhere in variants:
@@ -172,7 +183,7 @@ async def test_every_route_treats_other_teams_objects_as_missing(
 
 
 def expected_status(caller: str, name: str, path: str) -> tuple[int, ...]:
-    if caller == "token" and name not in TOKEN_ROUTES | TOKEN_RUN_ROUTES:
+    if caller == "token" and (name not in TOKEN_ROUTES | TOKEN_RUN_ROUTES or name in AGENT_ONLY):
         return (403,)  # decided before any lookup: the same for every id
     if path.startswith("/users/"):
         return (200,)  # a list filtered by team: empty, as for an unknown user
@@ -212,5 +223,7 @@ async def snapshot(b: Api, t: Tenants) -> Any:
     _, workflow, _ = await b.call("GET", f"/workflow-conversations/{t.b['id']}", expect=200)
     _, webhook, _ = await b.call("GET", f"/conversations/{cid}/webhook", expect=200)
     _, deliveries, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
+    _, participants, _ = await b.call("GET", f"/conversations/{cid}/participants", expect=200)
     _, runs, _ = await b.call("GET", f"/conversations/{cid}/runs", expect=200)
-    return conversation, messages, workflow, webhook, [d["id"] for d in deliveries], runs
+    return (conversation, messages, workflow, webhook, [d["id"] for d in deliveries],
+            participants, runs)

@@ -68,15 +68,17 @@ async def test_expired_or_forged_token_is_refused(api: Api) -> None:
         assert status == 401
 
 
-async def test_token_reads_its_history_and_nothing_else(api: Api) -> None:
+async def test_token_reads_and_posts_its_messages_and_nothing_else(api: Api) -> None:
     cid = await api.create_conversation()
     await api.post_message(cid, "hello")
     browser = Api(api.client, await mint(api, cid))
     _, history, _ = await browser.call("GET", f"/conversations/{cid}/messages", expect=200)
     assert [m["content"] for m in history] == ["hello"]
     _, history, _ = await browser.call("GET", f"/api/conversations/{cid}/messages", expect=200)
+    _, posted, _ = await browser.call("POST", f"/conversations/{cid}/messages", {"content": "x"},
+                                      expect=201)
+    assert posted["created_by"] == "alice"
     for method, path, body in [
-        ("POST", f"/conversations/{cid}/messages", {"content": "x"}),
         ("GET", f"/conversations/{cid}", None),
         ("GET", "/conversations", None),
         ("POST", f"/conversations/{cid}/tokens", {"user": "mallory"}),
@@ -89,7 +91,9 @@ async def test_token_reads_its_history_and_nothing_else(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "user"), ({"user": ""}, "user"), ({"user": 5}, "user"),
+    [({}, "participant"), ({"user": ""}, "user"), ({"user": 5}, "user"),
+     ({"participant": "a b"}, "participant"), ({"participant": "x" * 129}, "participant"),
+     ({"participant": "a", "user": "b"}, "user"), ({"participant": "a", "kind": "bot"}, "kind"),
      ({"user": "a", "ttl": 0}, "ttl"), ({"user": "a", "ttl": 10**9}, "ttl"),
      ({"user": "a", "ttl": "long"}, "ttl"), ({"user": "a", "scope": "all"}, "scope")],
 )

@@ -51,6 +51,25 @@ async def test_keys_create_list_revoke(database_url: str, uncached_client: Any) 
     assert resp.status == 401
 
 
+async def test_keys_create_agent_writes_as_that_agent(
+    database_url: str, uncached_client: Any
+) -> None:
+    env = {"CHATSERVER_DATABASE_URL": database_url}
+    created = run_cli("keys", "create", "--name", "bot", "--agent", "triage", env=env)
+    assert created.returncode == 0, created.stderr
+    assert "agent=triage" in created.stderr
+    headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    resp = await uncached_client.post("/conversations", json={"channel": "API"}, headers=headers)
+    cid = (await resp.json())["id"]
+    resp = await uncached_client.post(f"/conversations/{cid}/messages", json={"content": "hi"},
+                                      headers=headers)
+    message = await resp.json()
+    assert message["author"] == {"id": "triage", "kind": "agent", "name": "triage"}
+    assert message["type"] == "AGENT_OUTPUT"
+    bad = run_cli("keys", "create", "--name", "bot", "--agent", "no spaces", env=env)
+    assert bad.returncode == 2 and "URL-safe" in bad.stderr
+
+
 async def test_migrate_is_idempotent_and_safe_concurrently(database_url: str) -> None:
     env = {"CHATSERVER_DATABASE_URL": database_url}
     procs = [

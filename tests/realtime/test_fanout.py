@@ -241,3 +241,22 @@ async def test_stalled_listener_is_restarted_and_gap_filled(cluster: Cluster) ->
     finally:
         await admin.aclose()
         redis.kill()
+
+
+async def test_read_horizons_reach_every_instance(cluster: Cluster) -> None:
+    a, b = await cluster(2)
+    cid = await a.create_conversation()
+    for n in range(3):
+        await a.post_message(cid, f"m{n}")
+    _, minted, _ = await a.call("POST", f"/conversations/{cid}/tokens", {"participant": "alice"},
+                                expect=201)
+    on_b = await watch(b.client, cid, b.key)
+    alice = await watch(a.client, cid, minted["token"])  # alice's socket is on instance a
+    await send(alice.ws, type="read", seq=2)
+    await on_b.until(lambda: [f for f in on_b.frames if f["type"] == "read"])
+    assert [f for f in on_b.frames if f["type"] == "read"] == [
+        {"type": "read", "participant": "alice", "seq": 2}]
+    # Over REST on b, with an API key on alice's behalf: a's sockets get it too.
+    await b.call("POST", f"/conversations/{cid}/participants/alice/read", {"seq": 3}, expect=200)
+    await alice.until(lambda: [f["seq"] for f in alice.frames if f["type"] == "read"][-1:] == [3])
+    await asyncio.gather(alice.close(), on_b.close())

@@ -287,6 +287,34 @@ async def test_slow_consumer_is_cut_off_and_never_slows_others(
     await fast.close()
 
 
+async def test_a_socket_that_does_not_read_is_cut_off_by_its_byte_budget(
+    settings: Settings, aiohttp_client: Any, make_key: Any
+) -> None:
+    """The frame count alone (1000 here) would let it hold 1000 large messages; the byte budget
+    closes it with 4008 after a few, and the queue it held is released."""
+    from chatserver.app import create_app
+    from chatserver.appkeys import HUB
+
+    budget = 256 * 1024
+    app = create_app(settings.replace(realtime={"send_queue_size": 1000,
+                                                "send_queue_bytes": budget}))
+    client = await aiohttp_client(app)
+    api = Api(client, await make_key("admin"))
+    cid = await api.create_conversation()
+    slow = await connect(client, cid, api.key)  # never read until it is closed
+    await ready(slow)
+    [sender] = app[HUB].rooms[uuid.UUID(hex=cid)].members
+    posted = 0
+    # ~60 KB frames: loopback and the transport take a few MB, then the queue fills its budget.
+    while not sender.closing and posted < 400:
+        await api.post_message(cid, "x" * 60_000)
+        posted += 1
+        assert sender.queued_bytes <= budget + 61_000
+    assert sender.closing, "the socket that does not read was never cut off"
+    assert sender.queue == [] and sender.queued_bytes == 0
+    assert await closed_with(slow) == 4008
+
+
 async def test_readyz_reports_the_in_process_bus(api: Api) -> None:
     _, ready_body, _ = await api.call("GET", "/readyz", expect=200)
     assert ready_body["bus"] == {"state": "ok"}

@@ -4,6 +4,10 @@ invalid UTF-8 and oversized frames against a real server.
 A frame the server can read gets error frames (or an ack) and the socket stays usable; binary is
 closed with 1003, invalid UTF-8 with 1007, oversized with 1009. Meanwhile a second socket on the
 same conversation keeps receiving every message in order.
+
+The upgrade request is fuzzed too: random bytes in Authorization and Sec-WebSocket-Protocol,
+random `since` and `token` values; the answer is always an open socket or a documented close code
+(4400, 4401, 4403, 4404, 4429), never a dropped connection (1006).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from hypothesis import strategies as st
 
 from chatserver.app import create_app
 from chatserver.config import Settings
+from tests import rawhttp
 from tests.conftest import Api
 from tests.realtime.helpers import WAIT, Watcher, closed_with, connect, next_frame, ready, watch
 
@@ -28,6 +33,9 @@ EXAMPLES = 60
 ALLOWED_FRAMES = {"ack", "error", "message", "message.updated", "typing", "presence",
                   "presence.join", "presence.leave"}
 CLOSE_CODES = {"binary": 1003, "bad_utf8": 1007, "oversized": 1009}
+BOUNDED = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                          HealthCheck.too_slow])
 
 
 @dataclass(frozen=True)
@@ -124,8 +132,7 @@ async def send_raw(ws: aiohttp.ClientWebSocketResponse, fuzz: Fuzz) -> None:
         await ws.send_str(fuzz.data)  # type: ignore[arg-type]
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@BOUNDED
 @given(fuzz=frames)
 async def test_fuzzed_frames_get_errors_or_the_right_close_code(
     target: Target, fuzz: Fuzz
@@ -141,4 +148,52 @@ async def test_fuzzed_frames_get_errors_or_the_right_close_code(
             await asyncio.wait_for(target.probe(ws), WAIT)
     finally:
         await ws.close()
+    assert not target.bystander.task.done(), "the bystander socket was closed"
+
+
+# --- the upgrade request: headers and query strings ----------------------------------------------
+
+# What a browser can read: accepted, or closed with one of the documented codes.
+# 4429: failed authentications from one address are throttled.
+UPGRADE_OUTCOMES = {rawhttp.OPEN, 4400, 4401, 4403, 4404, 4429}
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    authorization: bytes | None
+    bearer_prefix: bool
+    protocol: bytes | None
+    query: tuple[tuple[str, str], ...]
+
+
+upgrades = st.builds(
+    Upgrade,
+    authorization=st.none() | rawhttp.HEADER_BYTES,
+    bearer_prefix=st.booleans(),
+    protocol=st.none() | rawhttp.HEADER_BYTES,
+    query=st.lists(st.tuples(st.sampled_from(["since", "token"]), rawhttp.QUERY_VALUES),
+                   max_size=2).map(tuple),
+)
+
+
+@BOUNDED
+@given(upgrade=upgrades)
+async def test_fuzzed_upgrade_headers_and_queries_never_drop_the_connection(
+    target: Target, upgrade: Upgrade
+) -> None:
+    key = str(target.api.key).encode()
+    headers: rawhttp.Headers = []
+    if upgrade.authorization is not None:
+        prefix = b"Bearer " + key if upgrade.bearer_prefix else b""
+        headers.append((b"Authorization", prefix + upgrade.authorization))
+    elif not any(name == "token" for name, _ in upgrade.query):
+        headers.append((b"Authorization", b"Bearer " + key))
+    if upgrade.protocol is not None:
+        headers.append((b"Sec-WebSocket-Protocol", b"bearer." + upgrade.protocol))
+    query = "&".join(f"{k}={v}" for k, v in upgrade.query)
+    server = target.api.client.server
+    outcome = await rawhttp.websocket_close_code(
+        server.host, server.port, f"/ws/conversations/{target.cid}?{query}".encode(), headers)
+    # An HTTP 4xx instead of the upgrade: aiohttp's parser refuses control characters in headers.
+    assert outcome in UPGRADE_OUTCOMES or 400 <= outcome < 500, (upgrade, outcome)
     assert not target.bystander.task.done(), "the bystander socket was closed"

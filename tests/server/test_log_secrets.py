@@ -4,7 +4,6 @@ content, through a flow that touches REST, websockets, webhooks, failures and re
 from __future__ import annotations
 
 import io
-import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +16,7 @@ from chatserver.app import create_app
 from chatserver.server.logs import AccessLogger, JsonFormatter
 from chatserver.store import api_keys
 from tests.conftest import Api
+from tests.logcapture import captured_log
 from tests.realtime.helpers import closed_with, frame_of, ready, send
 from tests.webhooks.helpers import hooked_conversation, start_receiver, status, webhook_settings
 
@@ -28,17 +28,8 @@ METADATA = "the-private-metadata-" + uuid.uuid4().hex
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     """Everything logged at INFO and above, as the JSON lines `log_format = "json"` writes."""
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter())
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield out
-    root.removeHandler(handler)
-    root.setLevel(old_level)
+    with captured_log(formatter=JsonFormatter()) as out:
+        yield out
 
 
 async def test_no_secret_or_content_at_info(

@@ -13,7 +13,9 @@ from chatserver.config import Settings
 from chatserver.realtime.context import RECHECK_TASK, STALE_RUNS_TASK
 from chatserver.realtime.hub import RECONCILE_TASK
 from chatserver.realtime.presence import REFRESH_TASK
+from chatserver.server.memory import TRIM_TASK
 from chatserver.server.supervisor import Supervisor, TaskState
+from chatserver.services.streams import IDLE_SWEEP_TASK
 from chatserver.webhooks.context import DISPATCHER_TASK
 from tests.realtime.helpers import WAIT
 from tests.redis_server import RedisServer
@@ -178,10 +180,10 @@ async def test_readyz_lists_every_supervised_task(
     body = await until_ready(client, listener_is("running"))
     tasks = body["tasks"]
     assert set(tasks) == {LISTENER_TASK, DISPATCHER_TASK, RECONCILE_TASK, RECHECK_TASK,
-                          REFRESH_TASK, STALE_RUNS_TASK}
+                          REFRESH_TASK, TRIM_TASK, IDLE_SWEEP_TASK, STALE_RUNS_TASK}
     assert all(t["state"] == "running" and t["restarts"] == 0 for t in tasks.values())
     assert {name for name, t in tasks.items() if not t["required"]} == {LISTENER_TASK,
-                                                                         REFRESH_TASK}
+                                                                         REFRESH_TASK, TRIM_TASK}
 
 
 async def test_reconciler_restarts_after_an_unexpected_error(

@@ -9,25 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 
-from chatserver.config import DatabaseSettings
-from chatserver.db.pool import create_pool
 from chatserver.services.groupcommit import GroupCommitter
 from chatserver.store.messages import NewMessage
 
 WAIT = 30.0  # a bound only a real hang reaches
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, DatabaseSettings(pool_min_size=1, pool_max_size=4))
-    yield pool
-    await pool.close()
 
 
 async def new_conversation(db: asyncpg.Connection, *, webhook: bool = False) -> uuid.UUID:

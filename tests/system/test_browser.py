@@ -205,13 +205,13 @@ async def test_message_text_is_never_html(browser: Browser, rest: Rest) -> None:
     await rest.post(conversation_id, INJECTION)  # from history
     tab = await open_as(browser, rest, conversation_id, "alice")
     await rest.post(conversation_id, INJECTION, content_type="FILE",
-                    filename="<b onmouseover=alert(2)>x</b>")  # live, not a URL: text
+                    filename="<b onmouseover=alert(2)>x")  # live, not a URL: text
     await rest.post(conversation_id, "javascript:alert(3)", content_type="IMAGE", filename="x.png")
     await tab.send(INJECTION)  # from the page itself
     await expect(tab.page.locator("#messages > li")).to_have_count(4, timeout=WAIT_MS)
     texts = tab.page.locator("#messages > li .text")
     await expect(texts).to_have_text([
-        INJECTION, "<b onmouseover=alert(2)>x</b>: " + INJECTION, "x.png: javascript:alert(3)",
+        INJECTION, "<b onmouseover=alert(2)>x: " + INJECTION, "x.png: javascript:alert(3)",
         INJECTION,
     ])
     assert await tab.page.locator("#messages img, #messages a, #messages b").count() == 0
@@ -373,3 +373,72 @@ async def test_page_keeps_one_copy_of_each_seq_in_order(browser: Browser, rest: 
     }""")
     await tab.expect_texts(["one (edited)", "two", "three", "seven", "nine"])
     assert await tab.seqs() == [1, 2, 3, 7, 9]
+
+
+async def test_a_streamed_message_grows_then_shows_its_final_text(
+    browser: Browser, rest: Rest
+) -> None:
+    conversation_id = await rest.conversation()
+    await rest.post(conversation_id, "what is a stream?")
+    tab = await open_as(browser, rest, conversation_id, "reader")
+    answer = await rest.post(conversation_id, "", stream=True, type="AGENT_OUTPUT")
+    deltas = f"/conversations/{conversation_id}/messages/{answer['id']}/deltas"
+    item = tab.page.locator(f'#messages > li[data-seq="{answer["seq"]}"]')
+    await expect(item).to_have_attribute("data-stream", "open", timeout=WAIT_MS)
+    shown = ""
+    for index, text in enumerate(["One ", "message ", "that ", "grows"]):
+        await rest.call("POST", deltas, {"deltas": [{"index": index, "text": text}]})
+        shown += text
+        await expect(item.locator(".text")).to_have_text(shown + "▍", timeout=WAIT_MS)
+    await expect(item.locator(".caret")).to_have_count(1)
+    await tab.screenshot("stream-open.png")
+    await rest.call("POST", f"/conversations/{conversation_id}/messages/{answer['id']}/complete",
+                    {"content": "One message that grew."})
+    await expect(item).to_have_attribute("data-stream", "complete", timeout=WAIT_MS)
+    await tab.expect_texts(["what is a stream?", "One message that grew."])
+    await expect(item.locator(".caret")).to_have_count(0)
+    # An aborted one keeps its text and is marked.
+    stopped = await rest.post(conversation_id, "half", stream=True, type="AGENT_OUTPUT")
+    await rest.call("POST", f"/conversations/{conversation_id}/messages/{stopped['id']}/abort",
+                    {"reason": "cancelled"})
+    mark = tab.page.locator(f'#messages > li[data-seq="{stopped["seq"]}"] .status')
+    await expect(mark).to_have_text("stopped: cancelled", timeout=WAIT_MS)
+    await tab.screenshot("stream-complete.png")
+    assert tab.errors == []
+
+
+async def test_authors_kinds_and_seen_by(browser: Browser, rest: Rest) -> None:
+    """An agent's messages look different from a person's; "seen by" follows the others' reads."""
+    conversation_id = await rest.conversation()
+    await rest.call("PUT", f"/conversations/{conversation_id}/participants/helper",
+                    {"kind": "agent", "name": "Helper Bot"}, 201)
+    minted = await rest.call("POST", f"/conversations/{conversation_id}/tokens",
+                             {"participant": "helper", "kind": "agent"}, 201)
+    agent = Rest(rest.session, rest.base, minted["token"])
+    alice = await open_as(browser, rest, conversation_id, "alice")
+    await alice.send("hello, anyone?")
+    await alice.expect_texts(["hello, anyone?"])
+    await agent.post(conversation_id, "Hi alice, I am a bot.")
+    await alice.expect_texts(["hello, anyone?", "Hi alice, I am a bot."])
+    items = alice.page.locator("#messages > li")
+    await expect(items.nth(0)).to_have_attribute("data-author-kind", "user")
+    await expect(items.nth(1)).to_have_attribute("data-author-kind", "agent")
+    await expect(items.nth(1).locator(".author")).to_have_text("Helper Bot")
+    await expect(items.nth(1).locator(".badge.kind")).to_have_text("agent")
+    assert await items.nth(0).evaluate("li => getComputedStyle(li).backgroundColor") != (
+        await items.nth(1).evaluate("li => getComputedStyle(li).backgroundColor"))
+    # bob opens the page (and so reads everything): alice sees it under the last message.
+    bob = await open_as(browser, rest, conversation_id, "bob")
+    await bob.expect_texts(["hello, anyone?", "Hi alice, I am a bot."])
+    await expect(items.nth(1).locator(".seen")).to_have_text("seen by bob", timeout=WAIT_MS)
+    await expect(items.nth(0).locator(".seen")).to_have_count(0)
+    # A new message: bob's open page reads it, then the agent marks it read over REST.
+    await alice.send("great")
+    await expect(items.nth(2).locator(".seen")).to_have_text("seen by bob", timeout=WAIT_MS)
+    await expect(items.nth(1).locator(".seen")).to_have_count(0)
+    await agent.call("POST", f"/conversations/{conversation_id}/participants/helper/read",
+                     {"seq": 3})
+    await expect(items.nth(2).locator(".seen")).to_have_text("seen by bob, helper",
+                                                             timeout=WAIT_MS)
+    await alice.screenshot("authors-and-seen.png")
+    assert alice.errors == [] and bob.errors == []

@@ -239,3 +239,10 @@ async def test_kept_response_body_never_exceeds_the_cap_in_bytes(receiver: Recei
     result = await send_once(settings, receiver.url("/hook"), {})
     assert result.status_code == 500
     assert 0 < len(result.response_body.encode()) <= 1000
+
+
+@pytest.mark.parametrize("url", ["http://localhost:9000/hook", "http://127.0.0.1:9000/hook"])
+async def test_a_refusal_says_how_to_allow_a_local_receiver(api: Api, url: str) -> None:
+    _, body, _ = await api.call("POST", "/conversations",
+                                {"channel": "API", "config": {"callback_url": url}}, expect=400)
+    assert "[webhooks] allowed_networks" in body["invalid-params"][0]["reason"]
