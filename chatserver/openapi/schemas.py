@@ -402,10 +402,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "RunCreate": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["agent"],
         "properties": {
             "agent": {"type": "string", "minLength": 1, "maxLength": 200,
-                      "description": "The agent (participant id) that works on the run."},
+                      "description": "The agent (participant id) that works on the run; "
+                      "required with an API key, an agent credential's own by default."},
             "input_seq": {"type": "integer", "minimum": 1,
                           "description": "The message the run answers."},
             "metadata": OBJECT,

@@ -43,8 +43,8 @@ class ActionEvents(Protocol):
 
 
 def answerer(principal: Principal) -> str:
-    """Who is recorded as `answered_by`."""
-    return principal.name
+    """Who is recorded as `answered_by`: the participant the credential acts as, else the key."""
+    return principal.participant or principal.name
 
 
 def _options(fields: Fields, kind: ActionKind, max_options: int) -> list[dict[str, str]] | None:

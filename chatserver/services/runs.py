@@ -71,9 +71,12 @@ class Change:
 
 
 def may_drive(principal: Principal, run: Any) -> bool:
-    """Who may change a run's status: the server and the team's API keys (team scoping is checked
-    when the conversation is locked); browser tokens may not."""
-    return principal.conversation_id is None
+    """Who may change a run's status: the server, the team's API keys (team scoping is checked
+    when the conversation is locked) and the run's agent (its agent key or agent token); user
+    tokens and other agents may not."""
+    if principal.agent:
+        return principal.participant == run["agent"]
+    return not principal.is_token
 
 
 def run_event(row: Any) -> dict[str, Any]:
@@ -106,12 +109,16 @@ class RunService:
     async def create(
         self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any]
     ) -> dict[str, Any]:
-        if principal.conversation_id is not None:
-            raise Problem(403, "a browser token may not create runs")
+        if principal.is_token and not principal.agent:
+            raise Problem(403, "a user's token may not start runs")
         fields = Fields(body)
         fields.reject_unknown(CREATE_FIELDS)
-        agent = fields.string("agent", required=True, nullable=False, max_length=AGENT_MAX,
-                              min_length=1)
+        # An agent credential starts its own runs (`agent` defaults to it); a key names one.
+        agent = fields.string("agent", required=not principal.agent, nullable=False,
+                              max_length=AGENT_MAX, min_length=1) or principal.participant
+        if principal.agent and agent != principal.participant:
+            fields.fail("agent", f"an agent credential starts runs of its own agent "
+                                 f"({principal.participant}) only")
         input_seq = fields.integer("input_seq", minimum=1)
         metadata = fields.obj("metadata", default={})
         fields.raise_if_invalid()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from chatserver.app import create_app
+from chatserver.auth.keys import create_api_key
 from chatserver.appkeys import RUNS
 from chatserver.models import RunStatus
 from chatserver.services.runstates import ALLOWED
@@ -276,3 +277,42 @@ async def test_webhook_rows_for_runs_and_answers(api: Api, db: Any) -> None:
     statuses = [r["payload"]["data"]["run"]["status"] for r in rows
                 if r["event_type"].startswith("run.")]
     assert statuses == ["queued", "running", "requires_action", "requires_action"]
+
+
+async def agent_token(api: Api, cid: str, agent: str) -> Api:
+    _, minted, _ = await api.call("POST", f"/conversations/{cid}/tokens",
+                                  {"participant": agent, "kind": "agent"}, expect=201)
+    return Api(api.client, minted["token"])
+
+
+async def test_agent_credentials_drive_their_own_runs(api: Api, db: Any) -> None:
+    cid = await api.create_conversation()
+    helper = await agent_token(api, cid, "helper")
+    other = await agent_token(api, cid, "other")
+    _, run, _ = await helper.call("POST", runs_path(cid), {}, expect=201)
+    assert run["agent"] == "helper"
+    _, problem, _ = await helper.call("POST", runs_path(cid), {"agent": "other"}, expect=400)
+    assert problem["invalid-params"][0]["name"] == "agent"
+    await helper.call("PATCH", runs_path(cid, run["id"]), {"status": "running"}, expect=200)
+    await other.call("PATCH", runs_path(cid, run["id"]), {"status": "completed"}, expect=403)
+    user = await token_for(api, cid, "alice")
+    await user.call("PATCH", runs_path(cid, run["id"]), {"status": "completed"}, expect=403)
+    asked = await helper.post_message(cid, "ok?", run_id=run["id"],
+                                      action={"kind": "confirm", "prompt": "Go on?"})
+    assert asked["author"]["id"] == "helper" and asked["type"] == "AGENT_OUTPUT"
+    _, problem, _ = await user.call("POST", f"/conversations/{cid}/messages", {
+        "content": "q", "run_id": run["id"], "action": {"kind": "confirm", "prompt": "?"}},
+        expect=400)
+    assert problem["invalid-params"][0]["name"] == "action"
+    _, answered, _ = await user.call(
+        "POST", f"/conversations/{cid}/messages/{asked['id']}/answer", {"option": "yes"},
+        expect=200)
+    assert answered["action"]["answered_by"] == "alice"
+    # An agent key (keys create --agent) moves its agent's runs, not another agent's.
+    key, _ = await create_api_key(db, "helper-key", 1, agent="helper")
+    helper_key = Api(api.client, key)
+    await helper_key.call("PATCH", runs_path(cid, run["id"]), {"status": "running"}, expect=200)
+    _, others, _ = await api.call("POST", runs_path(cid), {"agent": "other"}, expect=201)
+    await helper_key.call("PATCH", runs_path(cid, others["id"]), {"status": "running"},
+                          expect=403)
+    await helper.call("PATCH", runs_path(cid, run["id"]), {"status": "completed"}, expect=200)

@@ -43,7 +43,7 @@ BODIES: dict[str, Any] = {
     "answer_action": {"option": "yes"},
 }
 # Token routes refused to a user token (not an agent) before any lookup: the same for every id.
-AGENT_ONLY = frozenset({"update_message"})
+AGENT_ONLY = frozenset({"update_message", "create_run"})
 SOCKET_ROUTE = "conversation_socket"
 HEX = re.compile(r"[0-9a-f]{32}")
 B_USER = 424242
@@ -84,7 +84,8 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
     asked = await b.post_message(cid, "ok?", type="AGENT_OUTPUT", run_id=run["id"],
                                  action={"kind": "confirm", "prompt": "team B's question"})
     await b.call("PUT", f"/conversations/{cid}/participants/bea", {"name": "Bea B."}, expect=201)
-    await receiver.wait_for(1, "/team-b-hook")
+    # message, run.created, run.updated (running), message (the action), run.updated
+    await receiver.wait_for(5, "/team-b-hook")
 
     async def delivered() -> Any:
         _, items, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
