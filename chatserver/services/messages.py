@@ -191,6 +191,8 @@ class MessageService:
         if not isinstance(stream, bool):
             fields.fail("stream", "must be true or false")
         run_id, action = _run_link(fields, principal, self.runs)
+        if action is not None and stream is True:
+            fields.fail("action", "not on a streamed message")
         fields.raise_if_invalid()
         author = author_for(principal, seat, str(msg_type))
         return NewMessage(

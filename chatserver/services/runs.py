@@ -35,10 +35,16 @@ from chatserver.services.runstates import (
 from chatserver.store import conversations as conversation_store
 from chatserver.store import messages as message_store
 from chatserver.store import runs as store
+from chatserver.store import streams as stream_store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_CREATED, RUN_CREATED, RUN_UPDATED
+from chatserver.webhooks.outbox import (
+    MESSAGE_COMPLETED,
+    MESSAGE_CREATED,
+    RUN_CREATED,
+    RUN_UPDATED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ PATCH_FIELDS = ("status", "error", "activity")
 AGENT_MAX = 200
 ACTIVITY_MAX = 200
 STALE_BATCH = 100
+CANCELLED_REASON = "cancelled"  # an open stream of a run whose cancel was requested
 SYSTEM = Principal(name="system", team_id=None)  # the server itself (the stale sweep)
 
 
@@ -54,6 +61,8 @@ class RunEvents(Protocol):
     """Told after each commit (the real-time hub): a port, so this service never imports it."""
 
     async def message_created(self, message: dict[str, Any]) -> None: ...
+
+    async def message_updated(self, message: dict[str, Any]) -> None: ...
 
     async def run_updated(self, run: dict[str, Any]) -> None: ...
 
@@ -122,6 +131,7 @@ class RunService:
         input_seq = fields.integer("input_seq", minimum=1)
         metadata = fields.obj("metadata", default={})
         fields.raise_if_invalid()
+        assert isinstance(agent, str)
         async with self.pool.acquire() as conn, conn.transaction():
             timeline = await self.lock(conn, principal, conversation_id)
             if input_seq is not None and input_seq > timeline["last_seq"]:
@@ -211,9 +221,22 @@ class RunService:
             if run is None:
                 raise not_found("run")
             row = await self._apply(conn, principal, timeline["last_seq"], run, change)
+            aborted = await self._abort_streams(conn, run) if change.cancel else []
         result = run_json(row)
         await self.events.run_updated(result)
+        for message in aborted:
+            await self.events.message_updated(message)
         return result
+
+    @staticmethod
+    async def _abort_streams(conn: Any, run: Any) -> list[dict[str, Any]]:
+        """A cancel request aborts the run's open streams (reason "cancelled"), in its
+        transaction, each with its message.completed webhook."""
+        rows = await stream_store.abort_run_streams(conn, run["conversation_id"], run["id"],
+                                                    CANCELLED_REASON)
+        for row in sorted(rows, key=lambda r: r["seq"]):
+            await outbox.enqueue_message_event(conn, MESSAGE_COMPLETED, row)
+        return [message_json(r) for r in rows]
 
     async def _apply(
         self, conn: Any, principal: Principal, seq: int, run: Any, change: Change

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from chatserver.app import create_app
-from chatserver.auth.keys import create_api_key
 from chatserver.appkeys import RUNS
+from chatserver.auth.keys import create_api_key
 from chatserver.models import RunStatus
 from chatserver.services.runstates import ALLOWED
 from tests.conftest import Api, next_link
@@ -316,3 +316,33 @@ async def test_agent_credentials_drive_their_own_runs(api: Api, db: Any) -> None
     await helper_key.call("PATCH", runs_path(cid, others["id"]), {"status": "running"},
                           expect=403)
     await helper.call("PATCH", runs_path(cid, run["id"]), {"status": "completed"}, expect=200)
+
+
+async def test_cancel_aborts_the_runs_open_stream(api: Api, db: Any) -> None:
+    cid = await api.create_conversation(config={"callback_url": "https://hooks.example.com/x"})
+    run = await new_run(api, cid)
+    await move(api, cid, run["id"], "running")
+    path = f"/conversations/{cid}/messages"
+    _, problem, _ = await api.call("POST", path, {"content": "", "stream": True,
+                                                  "run_id": "0" * 32}, expect=400)
+    assert problem["invalid-params"][0]["name"] == "run_id"
+    _, stream, _ = await api.call("POST", path, {"content": "Let me ", "stream": True,
+                                                 "run_id": run["id"]}, expect=201)
+    assert stream["run_id"] == run["id"] and stream["stream"]["state"] == "open"
+    _, other, _ = await api.call("POST", path, {"content": "unrelated", "stream": True},
+                                 expect=201)
+    await api.call("POST", f"{path}/{stream['id']}/deltas",
+                   {"deltas": [{"index": 0, "text": "think"}]}, expect=200)
+    user = await token_for(api, cid)
+    await user.call("POST", runs_path(cid, run["id"]) + "/cancel", expect=200)
+    _, history, _ = await api.call("GET", path, expect=200)
+    by_id = {m["id"]: m for m in history}
+    assert by_id[stream["id"]]["stream"] == {"state": "aborted", "next_index": 1,
+                                             "reason": "cancelled"}
+    assert by_id[stream["id"]]["content"] == "Let me think"
+    assert by_id[other["id"]]["stream"]["state"] == "open"  # not the run's
+    status, problem, _ = await api.call("POST", f"{path}/{stream['id']}/deltas",
+                                        {"deltas": [{"index": 1, "text": "!"}]})
+    assert status == 409, problem
+    rows = await db.fetch("SELECT event_type FROM webhook_deliveries ORDER BY position")
+    assert [r["event_type"] for r in rows][-2:] == ["run.updated", "message.completed"]
