@@ -1,4 +1,4 @@
-"""The documented import path of the workflow conversation service (see the README): the code
+"""The documented import path of the workflow conversation service (see docs/workflows.md): the code
 lives in `chatserver.services.workflows`."""
 
 from chatserver.services.workflows import (

@@ -170,7 +170,7 @@ OPERATIONS: dict[str, Operation] = {
         "already_answered, late ones 409 expired.", ref("Message"), request="ActionAnswer",
         errors=(400, 401, 404, 409, 413, 429)),
     "conversation_socket": Operation(
-        "The conversation's websocket (see the README for the protocol). Credentials and "
+        "The conversation's websocket (see docs/websocket.md for the protocol). Credentials and "
         "refusals travel as close codes (4401, 4404, 4400, 4403 Origin, 4429 and 1013 too many "
         "sockets) after the upgrade; a request "
         "that is not a websocket upgrade is 400.", status=101, public=True, errors=(400,),

@@ -154,7 +154,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "metadata": OBJECT,
             "client_id": {"type": "string", "minLength": 1, "maxLength": 200},
             "stream": {"type": "boolean", "description": "Open a stream: the message is stored "
-                       "at once and grows by deltas (API keys and agents; see the README)."},
+                       "at once and grows by deltas (API keys and agents; see docs/streaming.md)."},
             "run_id": {**HEX_ID, "description": "The run this message belongs to."},
             "action": ACTION_CREATE,
         },

@@ -160,8 +160,11 @@ async def test_read_frames_are_fanned_out_and_coalesced(api: Api) -> None:
     for seq in (1, 2, 3, 4, 2):
         await send(alice, type="read", seq=seq)
     await watcher.until(lambda: read_seqs(watcher) and read_seqs(watcher)[-1] == 4)
-    # The first goes out at once; the rest within the second are held and only the newest sent.
-    assert read_seqs(watcher) == [1, 4]
+    # The first goes out at once; the rest within the second are held and only the newest sent
+    # ([1, 4]; on a machine so loaded that the sends spread over seconds, still fewer frames than
+    # reads, rising, and never the stale 2 after 4).
+    seqs = read_seqs(watcher)
+    assert seqs[0] == 1 and seqs[-1] == 4 and seqs == sorted(set(seqs)) and len(seqs) < 5
     _, listed, _ = await api.call("GET", f"/conversations/{cid}/participants", expect=200)
     assert listed[0]["last_read_seq"] == 4
     await send(alice, type="read", seq=9)
