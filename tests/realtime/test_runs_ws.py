@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import pytest
 
 from chatserver.app import create_app
 from chatserver.config import Settings
@@ -129,12 +130,19 @@ async def test_answer_over_the_socket_and_reject_policy(client: Any, make_key: A
     await user.close()
 
 
-async def test_one_winner_among_20_concurrent_answers_on_two_instances(
+@pytest.fixture
+async def two(
     settings: Settings, aiohttp_client: Any, make_key: Any, redis_server: RedisServer
-) -> None:
+) -> list[Api]:
+    """Two instances on one Postgres and a real Redis, with one admin key."""
     config = settings.replace(redis={"url": redis_server.url})
     key = await make_key("admin")
-    a, b = [Api(await aiohttp_client(create_app(config)), key) for _ in range(2)]
+    return [Api(await aiohttp_client(create_app(config)), key) for _ in range(2)]
+
+
+async def test_one_winner_among_20_concurrent_answers_on_two_instances(two: list[Api]) -> None:
+    a, b = two
+    key = a.key
     cid = await a.create_conversation()
     _, run, _ = await a.call("POST", runs_path(cid), {"agent": "a"}, expect=201)
     await a.call("PATCH", runs_path(cid, run["id"]), {"status": "running"}, expect=200)
@@ -183,14 +191,10 @@ async def test_pipelined_sends_keep_their_order_under_each_policy(
         await ws.close()
 
 
-async def test_run_frames_from_another_instance_follow_their_message(
-    settings: Settings, aiohttp_client: Any, make_key: Any, redis_server: RedisServer
-) -> None:
-    config = settings.replace(redis={"url": redis_server.url})
-    key = await make_key("admin")
-    a, b = [Api(await aiohttp_client(create_app(config)), key) for _ in range(2)]
+async def test_run_frames_from_another_instance_follow_their_message(two: list[Api]) -> None:
+    a, b = two
     cid = await a.create_conversation()
-    ws = await connect(b.client, cid, key)
+    ws = await connect(b.client, cid, b.key)
     await ready(ws)
     _, run, _ = await a.call("POST", runs_path(cid), {"agent": "helper"}, expect=201)
     for i in range(5):
