@@ -217,6 +217,17 @@ class ChatClient:
             "POST", f"/conversations/{conversation_id}/tokens", json=body)
         return result
 
+    def stream(self, conversation_id: str, content: str = "", **fields: Any) -> Stream:
+        """An agent's streamed answer, as an async context manager:
+
+            async with chat.stream(conversation_id) as answer:
+                async for token in model():
+                    await answer.append(token)
+            # completed on exit; aborted (reason "error") if the block raised
+
+        Appends are retried like sends; a retry of the same index and text is safe."""
+        return Stream(self, conversation_id, content, fields)
+
     # --- real time -----------------------------------------------------------------------------
 
     async def subscribe(
@@ -249,6 +260,59 @@ class ChatClient:
             except aiohttp.ClientConnectionError as exc:
                 log.info("subscription to %s dropped: %r", conversation_id, exc)
             await asyncio.sleep(backoff.next_delay())
+
+
+class Stream:
+    """One streamed message being written (see `ChatClient.stream`)."""
+
+    def __init__(self, chat: ChatClient, conversation_id: str, content: str,
+                 fields: dict[str, Any]) -> None:
+        self.chat = chat
+        self.conversation_id = conversation_id
+        self.opening = {"content": content, "stream": True,
+                        "client_id": fields.pop("client_id", None) or uuid.uuid4().hex, **fields}
+        self.message: Message = {}
+        self.next_index = 0
+        self.completed = False
+
+    @property
+    def path(self) -> str:
+        return f"/conversations/{self.conversation_id}/messages/{self.message['id']}"
+
+    async def __aenter__(self) -> Stream:
+        self.message = await self.chat.request(
+            "POST", f"/conversations/{self.conversation_id}/messages", json=self.opening,
+            retry=True)
+        return self
+
+    async def append(self, *texts: str) -> int:
+        """Append deltas (one per text, in order); the stream's next index once durable."""
+        deltas = [{"index": self.next_index + n, "text": text} for n, text in enumerate(texts)]
+        answer = await self.chat.request("POST", self.path + "/deltas",
+                                         json={"deltas": deltas}, retry=True)
+        self.next_index = int(answer["next_index"])
+        return self.next_index
+
+    async def complete(self, **fields: Any) -> Message:
+        """End it (optional `content` replaces the text; `status`, `metadata`)."""
+        self.message = await self.chat.request("POST", self.path + "/complete", json=fields,
+                                               retry=True)
+        self.completed = True
+        return self.message
+
+    async def abort(self, reason: str) -> Message:
+        self.message = await self.chat.request("POST", self.path + "/abort",
+                                               json={"reason": reason}, retry=True)
+        self.completed = True
+        return self.message
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_rest: object) -> None:
+        if self.completed or not self.message:
+            return
+        if exc_type is None:
+            await self.complete()
+        else:
+            await self.abort("error")
 
 
 class Cursor:
@@ -292,6 +356,6 @@ def verify_webhook(
 
 
 __all__ = [
-    "ChatClient", "ChatError", "Conversation", "Created", "Message", "SubscriptionClosed",
+    "ChatClient", "ChatError", "Conversation", "Created", "Message", "Stream", "SubscriptionClosed",
     "WebhookVerificationError", "verify_webhook",
 ]

@@ -165,3 +165,26 @@ def test_verify_webhook() -> None:
              "Webhook-Signature": sign(secret, "msg_1", now - 3600, body)}
     with pytest.raises(WebhookVerificationError):
         verify_webhook(stale, body, secret)
+
+
+async def test_an_agent_streams_with_the_context_manager(chat: ChatClient) -> None:
+    cid = (await chat.create_conversation(channel="API"))["id"]
+    events = chat.subscribe(cid, since=0)
+    assert (await anext(events))["type"] == "ready"  # live before the answer starts
+    async with chat.stream(cid, type="AGENT_OUTPUT") as answer:
+        assert answer.message["stream"]["state"] == "open"
+        assert await answer.append("Hel", "lo") == 2
+        assert await answer.append(" there") == 3
+    assert answer.message["content"] == "Hello there"
+    assert answer.message["stream"]["state"] == "complete"
+    deltas = []
+    while (event := await anext(events))["type"] != "message.updated":
+        if event["type"] == "message.delta":
+            deltas.append(event["text"])
+    assert "".join(deltas) == "Hello there"
+    await events.aclose()
+    with pytest.raises(RuntimeError):
+        async with chat.stream(cid) as failing:
+            await failing.append("half")
+            raise RuntimeError("the model failed")
+    assert failing.message["stream"] == {"state": "aborted", "next_index": 1, "reason": "error"}
