@@ -97,8 +97,8 @@ def _message_rows(ids: list[uuid.UUID], counts: list[int]) -> Iterator[tuple[obj
 
 @contextlib.asynccontextmanager
 async def keys_rebuilt(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """messages without its keys (primary, unique, foreign) meanwhile; rebuilt on exit, one sort
-    per index (about 3x faster than maintaining them row by row)."""
+    """messages without its keys (primary, unique, foreign) and other indexes meanwhile; rebuilt
+    on exit, one sort per index (about 3x faster than maintaining them row by row)."""
     keys = [r[0] for r in await conn.fetch(SELECT_KEYS_DDL)]
     for row in await conn.fetch(SELECT_KEY_NAMES):
         await conn.execute(DROP_KEY.format(await conn.fetchval(QUOTE_IDENT, row[0])))

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
     from chatserver.security.box import SecretBox
     from chatserver.server.shutdown import Shutdown
     from chatserver.server.supervisor import Supervisor
+    from chatserver.services.actions import ActionService
     from chatserver.services.conversations import ConversationService
     from chatserver.services.endpoints import TeamEndpointService
     from chatserver.services.messages import MessageService
     from chatserver.services.participants import ParticipantService
+    from chatserver.services.runs import RunService
     from chatserver.services.streams import StreamService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
@@ -59,6 +61,8 @@ SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
 STREAMS: web.AppKey[StreamService] = web.AppKey("streams")
 SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
+RUNS: web.AppKey[RunService] = web.AppKey("runs")
+ACTIONS: web.AppKey[ActionService] = web.AppKey("actions")
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

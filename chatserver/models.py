@@ -70,6 +70,28 @@ class AuthorKind(StrEnum):
     OPERATOR = "operator"
     INTEGRATION = "integration"  # an API key that acts as no participant
     SYSTEM = "system"  # a SYSTEM message
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    REQUIRES_ACTION = "requires_action"  # waiting for a person to answer an action
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class InputDuringRun(StrEnum):
+    """`config.on_input_during_run`: what a user's message does while a run is active."""
+
+    ALLOW = "allow"
+    REJECT = "reject"
+    INTERRUPT = "interrupt"
+    ENQUEUE = "enqueue"
+
+
+class ActionKind(StrEnum):
+    CONFIRM = "confirm"
+    CHOICE = "choice"
+    FORM = "form"
 
 
 def iso(ts: datetime) -> str:
@@ -112,10 +134,37 @@ def message_json(row: Any) -> dict[str, Any]:
         "author": author_json(row),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
+        "run_id": row["run_id"].hex if row["run_id"] else None,
+        "action": row["action"],
     }
     if row["stream_state"] is not None:
         message["stream"] = stream_json(row)
     return message
+
+
+def run_json(row: Any) -> dict[str, Any]:
+    def when(key: str) -> str | None:
+        return iso(row[key]) if row[key] is not None else None
+
+    return {
+        "id": row["id"].hex,
+        "conversation_id": row["conversation_id"].hex,
+        "agent": row["agent"],
+        "status": row["status"],
+        "input_seq": row["input_seq"],
+        "metadata": row["metadata"],
+        "error": row["error"],
+        "activity": row["activity"],
+        "queued_behind": row["queued_behind"].hex if row["queued_behind"] else None,
+        "cancel_requested_at": when("cancel_requested_at"),
+        "seq": row["seq"],
+        "version": row["version"],
+        "created_by": row["created_by"],
+        "created_at": iso(row["created_at"]),
+        "started_at": when("started_at"),
+        "ended_at": when("ended_at"),
+        "updated_at": iso(row["updated_at"]),
+    }
 
 
 def stream_json(row: Any) -> dict[str, Any]:

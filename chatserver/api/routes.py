@@ -11,6 +11,7 @@ from chatserver.api import (
     messages,
     openapi,
     participants,
+    runs,
     streams,
     tokens,
     webhooks,
@@ -75,6 +76,13 @@ ROUTES = [
     ("PUT", PARTICIPANT, participants.put_participant, "put_participant"),
     ("DELETE", PARTICIPANT, participants.delete_participant, "delete_participant"),
     ("POST", PARTICIPANT + "/read", participants.mark_read, "mark_read"),
+    ("POST", CONVERSATION + "/runs", runs.create_run, "create_run"),
+    ("GET", CONVERSATION + "/runs", runs.list_runs, "list_runs"),
+    ("GET", CONVERSATION + "/runs/{run_id}", runs.get_run, "get_run"),
+    ("PATCH", CONVERSATION + "/runs/{run_id}", runs.update_run, "update_run"),
+    ("POST", CONVERSATION + "/runs/{run_id}/cancel", runs.cancel_run, "cancel_run"),
+    ("POST", CONVERSATION + "/messages/{message_id}/answer", runs.answer_action,
+     "answer_action"),
     ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 

@@ -13,6 +13,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "message_id": HEX_ID,
     "delivery_id": HEX_ID,
     "endpoint_id": HEX_ID,
+    "run_id": HEX_ID,
     "id": POSITIVE_ID,
     "user_id": POSITIVE_ID,
     "participant_id": PARTICIPANT_ID,
@@ -150,6 +151,25 @@ OPERATIONS: dict[str, Operation] = {
     "mark_read": Operation(
         "Move the participant's read horizon forward (its own token, or an API key).",
         ref("Participant"), request="ReadMark", errors=(400, 401, 404, 413, 429)),
+    "create_run": Operation(
+        "Start a run of an agent (queued; under config.on_input_during_run = enqueue it queues "
+        "behind the active run).", ref("Run"), status=201, request="RunCreate",
+        errors=(400, 401, 403, 404, 413, 429)),
+    "list_runs": Operation("The conversation's runs, newest first.", array_of("Run"),
+                           query=(LIMIT, CURSOR), paginated=True),
+    "get_run": Operation("One run.", ref("Run")),
+    "update_run": Operation(
+        "The agent moves its run (queued -> running | cancelled; running -> requires_action | "
+        "completed | failed | cancelled; requires_action -> running | failed | cancelled) and "
+        "says what it does (activity). Any other transition is 409 naming the current status.",
+        ref("Run"), request="RunPatch", errors=(400, 401, 403, 404, 409, 413, 429)),
+    "cancel_run": Operation(
+        "Ask the agent to stop: sets cancel_requested_at (the agent ends the run as cancelled). "
+        "409 once the run has ended.", ref("Run"), errors=(400, 401, 404, 409, 429)),
+    "answer_action": Operation(
+        "Answer a message's action: the first valid answer wins; later ones are 409 "
+        "already_answered, late ones 409 expired.", ref("Message"), request="ActionAnswer",
+        errors=(400, 401, 404, 409, 413, 429)),
     "conversation_socket": Operation(
         "The conversation's websocket (see docs/websocket.md for the protocol). Credentials and "
         "refusals travel as close codes (4401, 4404, 4400, 4403 Origin, 4429 and 1013 too many "

@@ -14,6 +14,7 @@ from chatserver.models import (
     CONVERSATION_CREATED,
     CONVERSATION_UPDATED,
     Channel,
+    InputDuringRun,
     Usecase,
     conversation_json,
 )
@@ -72,6 +73,8 @@ def _validated_config(
         sub.fail("participants", "must be open or closed")
     if not isinstance(config.get("participant_events", False), bool):
         sub.fail("participant_events", "must be true or false")
+    if config.get("on_input_during_run", InputDuringRun.ALLOW) not in set(InputDuringRun):
+        sub.fail("on_input_during_run", "must be one of allow, reject, interrupt, enqueue")
     if usecase is Usecase.WORKFLOW_EXECUTION and "workflow_id" not in config:
         sub.fail("workflow_id", "is required for usecase WORKFLOW_EXECUTION")
     fields.errors.extend(sub.errors)

@@ -284,5 +284,5 @@ def _listed(row: Any) -> dict[str, Any]:
 LAST_MESSAGE_FIELDS = (
     "id", "seq", "client_id", "content", "content_type", "filename", "type", "channel", "status",
     "metadata", "created_by", "author_id", "author_kind", "author_name", "created_at",
-    "updated_at", "stream_state", "stream_next_index", "stream_reason",
+    "updated_at", "stream_state", "stream_next_index", "stream_reason", "run_id", "action",
 )

@@ -124,6 +124,8 @@ class StreamService:
             except store.TooManyOpen as exc:
                 raise Problem(409, str(exc), code="too_many_streams", invalid_params=[
                     ("stream", f"at most {exc.limit} open streams per conversation")]) from None
+            except store.UnknownRun as exc:
+                raise ValidationProblem([("run_id", str(exc))]) from None
             except asyncpg.UniqueViolationError:  # a concurrent open with this client_id won
                 return replay(new, await self._stored(conn, new))
         if row is None:

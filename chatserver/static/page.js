@@ -2,6 +2,7 @@
 // and draws what ChatClient (chat.js) reports. Message data only ever goes into textContent,
 // attributes of media elements (after an http(s) check) or link hrefs: never into innerHTML.
 import { ChatClient, mediaUrl } from "./chat.js";
+import { RunPanel, actionBody } from "./runs.js";
 
 const $ = (id) => document.getElementById(id);
 const STICK_TO_BOTTOM_PX = 80;
@@ -59,7 +60,7 @@ function messageBody(message) {
   return body;
 }
 
-function messageItem(message, mine) {
+function messageItem(message, mine, answer) {
   const item = el("li", "message");
   item.dataset.seq = String(message.seq);
   item.dataset.type = message.type;
@@ -83,6 +84,7 @@ function messageItem(message, mine) {
     if (stream.state === "aborted") meta.append(el("span", "badge status", stream.reason ? `stopped: ${stream.reason}` : "stopped"));
   }
   item.append(meta, body);
+  if (message.action) item.append(actionBody(message, answer));
   return item;
 }
 
@@ -109,6 +111,12 @@ class ChatPage {
     c.addEventListener("state", (e) => this.showState(e.detail));
     c.addEventListener("history", (e) => this.showHistoryEnd(e.detail.hasMore));
     c.addEventListener("error", (e) => this.showProblem(e.detail.frame.detail));
+    this.runPanel = new RunPanel($("run"), c, (text) => this.showProblem(text));
+    c.addEventListener("run", () => this.runPanel.show());
+    this.answer = (messageId, body) => c.answer(messageId, body).catch((err) => {
+      this.showProblem(err.message);
+      throw err;
+    });
     this.log.addEventListener("scroll", () => { if (this.log.scrollTop < 40) this.older(); });
     $("older").addEventListener("click", () => this.older());
     $("composer").addEventListener("submit", (e) => { e.preventDefault(); this.send(); });
@@ -156,7 +164,7 @@ class ChatPage {
     const atBottom = this.nearBottom();
     const heightBefore = this.log.scrollHeight;
     const mine = this.mine.has(message.client_id);
-    const item = messageItem(message, mine);
+    const item = messageItem(message, mine, this.answer);
     const existing = this.list.querySelector(`li[data-seq="${message.seq}"]`);
     if (existing) existing.replaceWith(item);
     else this.list.insertBefore(item, this.nextItem(message.seq));

@@ -88,8 +88,10 @@ def existing_ids(base: str, key: str) -> dict[str, str]:
                          {"agent_product_id": 1, "user_id": 7, "configuration": {"running": True}})
     endpoint = post_json(f"{base}/webhook-endpoints", key,
                          {"url": "https://example.com/hook", "event_types": ["run.*"]})
+    run = post_json(f"{base}/conversations/{conversation['id']}/runs", key, {"agent": "helper"})
     return {"conversation_id": conversation["id"], "message_id": message["id"],
-            "id": str(workflow["id"]), "user_id": "7", "endpoint_id": endpoint["id"]}
+            "id": str(workflow["id"]), "user_id": "7", "endpoint_id": endpoint["id"],
+            "run_id": run["id"]}
 
 
 @pytest.mark.timeout(600)
@@ -173,9 +175,11 @@ async def pinned(api: Api) -> dict[str, str]:
     await api.call("PUT", f"/conversations/{cid}/participants/alice", {}, expect=201)
     _, endpoint, _ = await api.call("POST", "/webhook-endpoints", {
         "url": "https://example.com/hook", "event_types": ["run.*"]}, expect=201)
+    _, run, _ = await api.call("POST", f"/conversations/{cid}/runs", {"agent": "helper"},
+                               expect=201)
     return {"conversation_id": cid, "message_id": message["id"], "id": str(workflow["id"]),
             "user_id": "7", "delivery_id": "1", "participant_id": "alice",
-            "endpoint_id": endpoint["id"]}
+            "endpoint_id": endpoint["id"], "run_id": run["id"]}
 
 
 def raw_headers(case: RawCase, key: str) -> rawhttp.Headers:
