@@ -32,23 +32,27 @@ def event(event_type: str, timestamp: datetime, data: dict[str, Any]) -> dict[st
 
 async def enqueue_event(
     conn: Any, event_type: str, conversation_id: uuid.UUID, timestamp: datetime,
-    data: dict[str, Any],
+    data: dict[str, Any], *, to_callback: bool | None = None,
 ) -> None:
     """Queue `event_type` with `data` (conversation_id is added) for every endpoint it goes to,
-    inside the caller's transaction.
+    inside the caller's transaction: the team's endpoints whose filter matches, and the
+    conversation's callback_url unless the type is not for callbacks (or `to_callback` says so).
 
     The endpoints are looked up inside the transaction, after the conversation row is locked, so
     an endpoint set by a concurrent write applies to every event committed after that write.
     """
     payload = event(event_type, timestamp, {"conversation_id": conversation_id.hex, **data})
-    await _enqueue(conn, event_type, conversation_id, payload)
+    if to_callback is None:
+        to_callback = event_type not in NOT_FOR_CALLBACKS
+    await _enqueue(conn, event_type, conversation_id, payload, to_callback)
 
 
 async def _enqueue(
-    conn: Any, event_type: str, conversation_id: uuid.UUID, payload: dict[str, Any]
+    conn: Any, event_type: str, conversation_id: uuid.UUID, payload: dict[str, Any],
+    to_callback: bool,
 ) -> None:
     await store.enqueue(conn, conversation_id, event_type, payload, patterns(event_type),
-                        event_type not in NOT_FOR_CALLBACKS)
+                        to_callback)
 
 
 def message_event(event_type: str, message_row: Any) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def message_event(event_type: str, message_row: Any) -> dict[str, Any]:
 async def enqueue_message_event(conn: Any, event_type: str, message_row: Any) -> None:
     """`enqueue_event` for one message."""
     await _enqueue(conn, event_type, message_row["conversation_id"],
-                   message_event(event_type, message_row))
+                   message_event(event_type, message_row), True)
 
 
 async def enqueue_message_events(conn: Any, event_type: str, message_rows: list[Any]) -> None:
@@ -91,9 +95,14 @@ async def enqueue_conversation_event(conn: Any, event_type: str, conversation_ro
                         {"conversation": conversation_json(conversation_row)})
 
 
-async def enqueue_participant_event(conn: Any, event_type: str, participant_row: Any) -> None:
+async def enqueue_participant_event(
+    conn: Any, event_type: str, participant_row: Any, *, to_callback: bool,
+) -> None:
     """A join or leave, inside the caller's transaction, which locked the conversation row first
-    (as a message batch does, so the two never deadlock on the participant's row)."""
+    (as a message batch does, so the two never deadlock on the participant's row). Team
+    endpoints get it by their filter; the callback_url only when the conversation asked for
+    participant events (`config.participant_events`)."""
     stamp = participant_row["joined_at"] if event_type == PARTICIPANT_JOINED else datetime.now(UTC)
     await enqueue_event(conn, event_type, participant_row["conversation_id"], stamp,
-                        {"participant": participant_json(participant_row)})
+                        {"participant": participant_json(participant_row)},
+                        to_callback=to_callback)

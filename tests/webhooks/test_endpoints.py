@@ -256,3 +256,33 @@ async def test_every_event_type_is_in_the_openapi_webhooks_section(api: Api) -> 
     manual = (Path(__file__).parents[2] / "docs" / "webhooks.md").read_text()
     for event_type in EVENT_TYPES:
         assert f"`{event_type}`" in manual, event_type
+
+
+async def test_run_action_and_participant_events_reach_a_filtered_endpoint(
+    team: Api, receiver: Receiver
+) -> None:
+    """The agent features' events go through the same fan-out: a `run.*` endpoint gets the run's
+    life and nothing else; an `action.answered` + `participant.*` one gets those."""
+    runs = await endpoint(team, receiver, "/runs", "run.*")
+    people = await endpoint(team, receiver, "/people", "action.answered", "participant.*")
+    cid = await team.create_conversation()
+    await team.call("PUT", f"/conversations/{cid}/participants/helper",
+                    {"kind": "agent", "name": "Helper"}, expect=201)
+    _, run, _ = await team.call("POST", f"/conversations/{cid}/runs", {"agent": "helper"},
+                                expect=201)
+    path = f"/conversations/{cid}/runs/{run['id']}"
+    await team.call("PATCH", path, {"status": "running"}, expect=200)
+    asked = await team.post_message(cid, "Send it?", type="AGENT_OUTPUT", run_id=run["id"],
+                                    action={"kind": "confirm", "prompt": "Send it?"})
+    await team.call("POST", f"/conversations/{cid}/messages/{asked['id']}/answer",
+                    {"option": "yes"}, expect=200)
+    await team.call("PATCH", path, {"status": "running"}, expect=200)  # the agent goes on
+    await team.call("PATCH", path, {"status": "completed"}, expect=200)
+    await receiver.wait_for(5, "/runs")
+    got = [r.verify(runs["secret"]) for r in receiver.at("/runs")]
+    assert [e["type"] for e in got] == ["run.created"] + ["run.updated"] * 4
+    assert [e["data"]["run"]["status"] for e in got] == [
+        "queued", "running", "requires_action", "running", "completed"]
+    await receiver.wait_for(2, "/people")
+    assert types(receiver.at("/people"), people["secret"]) == [
+        "participant.joined", "action.answered"]
