@@ -12,20 +12,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, expect
 
-from chatserver.app import create_app
-from chatserver.config import Settings
-from tests.system.browser_helpers import WAIT_MS, ChatPage, Rest, chromium, page_url
+from tests.system.browser_helpers import WAIT_MS, ChatPage, Rest, page_url
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-async def rest(settings: Settings, aiohttp_server: Any, make_key: Any) -> AsyncIterator[Rest]:
-    server: TestServer = await aiohttp_server(create_app(settings), host="127.0.0.1")
+async def rest(server: TestServer, make_key: Any) -> AsyncIterator[Rest]:
     async with aiohttp.ClientSession() as session:
         yield Rest(session, str(server.make_url("")).rstrip("/"), await make_key("agent"))
 
