@@ -11,6 +11,13 @@ generator core is not starved by it), started `ramp` seconds before the measurin
 
 Reported: p50/p99/max of both phases, the p99 ratio (target: at most 2), the quiet tenant's
 failed calls, and what the flood did and how the server answered it (`flood_*`).
+
+With `slow_endpoint_delay` set, webhooks too: the quiet tenant has a team-wide endpoint for its
+messages at a receiver here that answers at once, and its posts' publish -> webhook latency is
+reported per phase (`*_webhook_p50_ms`, `*_webhook_p99_ms`, `webhook_p99_ratio`); the flooding
+tenant has an endpoint for all its events at one that answers after `slow_endpoint_delay`
+seconds, and at the start of the flood creates `flood_conversations` conversations (each a
+`conversation.created` for the slow endpoint, each its own queue).
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from bench.loadgen import Commands, emit
 from bench.peers.common import install_uvloop, raise_nofile_limit
 from bench.stats import percentiles
+from bench.webhook_sink import WebhookSink
 
 FLOOD_STOP_MARGIN = 30.0  # seconds past its own end before the flood process is killed
 
@@ -42,6 +51,9 @@ class Spec:
     ramp: float = 1.0
     floods: dict[str, int] = field(default_factory=dict)  # see bench.flood.FLOODS
     uvloop: bool = True
+    slow_endpoint_delay: float = 0.0  # > 0: the webhook part (see the module docstring)
+    flood_conversations: int = 0
+    webhook_drain: float = 3.0  # seconds after a phase for its webhooks to arrive
 
     @property
     def base(self) -> str:
@@ -78,8 +90,9 @@ class Victim:
             if n % 2:
                 request = self.session.get(f"{self.messages}?limit=20", headers=self.headers)
             else:
+                stamp = f"~t{time.monotonic_ns()}~"  # read by the webhook sink
                 request = self.session.post(self.messages, headers=self.headers,
-                                            json={"content": f"quiet {n}"})
+                                            json={"content": f"quiet {n} {stamp}"})
             async with request as resp:
                 await resp.read()
                 ok = resp.status in (200, 201)
@@ -87,6 +100,64 @@ class Victim:
             ok = False
         latencies.append(time.perf_counter_ns() - t0)
         self.failed += not ok
+
+
+class Hooks:
+    """The webhook part: a fast receiver for the quiet tenant, a slow one for the flooding one."""
+
+    def __init__(self, session: aiohttp.ClientSession, spec: Spec) -> None:
+        self.session = session
+        self.spec = spec
+        self.sink = WebhookSink()
+        self.runner: web.AppRunner | None = None
+        self.base = ""
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(self.spec.slow_endpoint_delay)
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/quiet", self.sink.handle)
+        app.router.add_post("/slow", self.slow)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        port = self.runner.addresses[0][1]
+        self.base = f"http://127.0.0.1:{port}"
+        await self.endpoint(self.spec.tenants[0], "/quiet", ["message.created"])
+        await self.endpoint(self.spec.tenants[1], "/slow", ["*"])
+
+    async def endpoint(self, tenant: dict[str, str], path: str, event_types: list[str]) -> None:
+        async with self.session.post(
+            f"{self.spec.base}/webhook-endpoints", headers=_auth(tenant),
+            json={"url": self.base + path, "event_types": event_types},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+
+    async def flood_conversations(self) -> None:
+        tenant = self.spec.tenants[1]
+
+        async def create() -> None:
+            async with self.session.post(f"{self.spec.base}/conversations",
+                                         headers=_auth(tenant), json={"channel": "API"}) as resp:
+                await resp.read()
+
+        await asyncio.gather(*(create() for _ in range(self.spec.flood_conversations)))
+
+    async def latencies_after(self, seen: int) -> list[int]:
+        """The quiet tenant's webhook latencies received since `seen`, after the drain."""
+        await asyncio.sleep(self.spec.webhook_drain)
+        return list(self.sink.latencies[seen:])
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def _auth(tenant: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant['key']}"}
 
 
 def start_flood(spec: Spec, seconds: float) -> subprocess.Popen[bytes]:
@@ -119,22 +190,41 @@ async def amain(spec: Spec) -> None:
     commands = Commands()
     await commands.start()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        hooks = Hooks(session, spec) if spec.slow_endpoint_delay > 0 else None
+        if hooks is not None:
+            await hooks.start()
         victim = Victim(session, spec)
         await victim.phase(1.0)  # warm-up: connections, prepared statements
         victim.failed = 0
         emit("connected", sockets=0, ready=0, failed=0)
         await commands.wait("go")
+        hooked = {}
+        seen = len(hooks.sink.latencies) if hooks else 0
         quiet = await victim.phase(spec.duration)
+        if hooks is not None:
+            hooked["baseline_webhook"] = await hooks.latencies_after(seen)
+            seen = len(hooks.sink.latencies)
         flood_seconds = spec.ramp + spec.duration
         flood = await asyncio.to_thread(start_flood, spec, flood_seconds)
+        if hooks is not None:
+            await hooks.flood_conversations()
         await asyncio.sleep(spec.ramp)
         flooded = await victim.phase(spec.duration)
+        if hooks is not None:
+            hooked["flood_webhook"] = await hooks.latencies_after(seen)
+            await hooks.close()
         outcome = await asyncio.to_thread(flood_outcome, flood, flood_seconds)
         emit("measured")
     figures = {**_figures("baseline", quiet), **_figures("flood", flooded), **outcome,
                "victim_failed": victim.failed}
+    for prefix, latencies in hooked.items():
+        figures.update(_figures(prefix, latencies))
+        figures[f"{prefix}_received"] = len(latencies)
     base, under = figures["baseline_p99_ms"], figures["flood_p99_ms"]
     figures["p99_ratio"] = round(under / base, 2) if base and under else None
+    if hooked:
+        base, under = figures["baseline_webhook_p99_ms"], figures["flood_webhook_p99_ms"]
+        figures["webhook_p99_ratio"] = round(under / base, 2) if base and under else None
     emit("result", **figures)
 
 

@@ -172,7 +172,10 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
     try:
         hook_port = servers.free_port() if scenario.webhooks else 0
         hook_url = f"http://{servers.HOST}:{hook_port}/hook" if hook_port else None
-        rooms = servers.create_conversations(side, scenario.rooms, hook_url)
+        if scenario.team_endpoints:
+            servers.create_team_endpoints(side, scenario.team_endpoints, hook_url)
+        callback = None if scenario.team_endpoints else hook_url
+        rooms = servers.create_conversations(side, scenario.rooms, callback)
         spec = {"client": args.client, "uvloop": not args.no_gen_uvloop, **scenario.spec,
                 "targets": side.targets, "rooms": rooms, "protocol": side.protocol,
                 "token": side.token, "webhook_port": hook_port}

@@ -40,13 +40,20 @@ ISOLATION = (("quiet tenant REST p50 ms, baseline", "baseline_p50_ms", DOWN),
              ("flood: bad-key REST calls answered 429", "flood_statuses_bad_keys_429", UP),
              ("flood: bad-key sockets closed 4401", "flood_closes_bad_key_sockets_4401", DOWN),
              ("flood: bad-key sockets closed 4429", "flood_closes_bad_key_sockets_4429", UP))
+ISOLATION_HOOKS = (
+    ("quiet tenant webhook p50 ms (publish -> received), baseline", "baseline_webhook_p50_ms",
+     DOWN),
+    ("quiet tenant webhook p99 ms, baseline", "baseline_webhook_p99_ms", DOWN),
+    ("quiet tenant webhook p50 ms, other tenant's endpoint slow", "flood_webhook_p50_ms", DOWN),
+    ("quiet tenant webhook p99 ms, other tenant's endpoint slow", "flood_webhook_p99_ms", DOWN),
+    ("webhook p99 flooding / baseline (target <= 2)", "webhook_p99_ratio", DOWN),
+    ("quiet tenant webhooks received, flooding", "flood_webhook_received", UP))
 # The limits our other scenarios turn off, back at their defaults.
 DEFAULT_LIMITS = {"CHATSERVER_LIMITS_REQUESTS_PER_SECOND_PER_KEY": "100",
                   "CHATSERVER_LIMITS_SOCKET_FRAMES_PER_SECOND": "20",
                   "CHATSERVER_LIMITS_MAX_SOCKETS_PER_INSTANCE": "10000"}
-# Loops of each flood of bench/flood.py. Hook: the webhook dispatcher's part of issue 14.3 adds a
-# slow-endpoint flood there and names it here; bench/isolation.py then also reports the quiet
-# tenant's webhook latency.
+# Loops of each flood of bench/flood.py. The webhook part of issue 14.3 (a slow endpoint of the
+# flooding tenant, the quiet tenant's webhook latency) is bench/isolation.py's Hooks.
 FLOODS = {"pings": 4, "frames": 4, "bad_keys": 8, "bad_key_sockets": 4}
 
 
@@ -83,6 +90,7 @@ class Scenario:
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
     cluster: bool = False  # our bus on a 3-primary Redis Cluster instead of one Redis
     webhooks: bool = False  # rooms get a callback_url served by the generator
+    team_endpoints: int = 0  # with webhooks: that many team-wide endpoints instead of callback_urls
     check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
     generator: str = "bench.loadgen"  # the module the runner starts as the load generator
@@ -145,14 +153,25 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST),
                  servers=("ours",), webhooks=True,
                  ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
+        Scenario("6e", "write path: REST posts, 8 concurrent, one team with 50 team-wide "
+                 "webhook endpoints (message.created): 50 deliveries per message",
+                 sizes.write_rooms,
+                 {"per_room": 0, "publishers": 8, "duration": d, "drain": 3 * sizes.drain},
+                 (MSGS, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST),
+                 servers=("ours",), webhooks=True, team_endpoints=50,
+                 ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
         Scenario("6w", "write path: websocket sends, 32 sockets x 8 in flight, ack after commit",
                  sizes.write_rooms, {"per_room": 0, "publishers": 32, "window": 8, "via": "ws",
                                      **timing},
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS), notes=not_durable),
-        Scenario("7i", "isolation: a quiet tenant's REST p99 while another tenant floods "
-                 "(pings, message frames, random keys over REST and websockets)", 0,
-                 {"duration": d, "victim_rate": 40.0, "ramp": 1.0, "floods": FLOODS},
-                 (*ISOLATION, CPU), servers=("ours",), ours_env=DEFAULT_LIMITS,
+        Scenario("7i", "isolation: a quiet tenant's REST p99 and webhook latency while another "
+                 "tenant floods (pings, message frames, random keys over REST and websockets, "
+                 "a webhook endpoint that answers after 10 s for 100 new conversations)", 0,
+                 {"duration": d, "victim_rate": 40.0, "ramp": 1.0, "floods": FLOODS,
+                  "slow_endpoint_delay": 10.0, "flood_conversations": 100},
+                 (*ISOLATION, *ISOLATION_HOOKS, CPU), servers=("ours",),
+                 ours_env={**DEFAULT_LIMITS,
+                           "CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"},
                  generator="bench.isolation", tenants=2),
     ]
 

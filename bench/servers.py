@@ -370,6 +370,19 @@ def create_conversations(side: ServerSide, count: int, callback_url: str | None 
     return ids
 
 
+def create_team_endpoints(side: ServerSide, count: int, url: str | None) -> None:
+    """`count` team-wide webhook endpoints for the conversations the admin key creates (no
+    team), each receiving message.created at `url`."""
+    body = orjson.dumps({"url": url, "event_types": ["message.created"]})
+    for _ in range(count):
+        request = urllib.request.Request(
+            f"http://{HOST}:{side.ports[0]}/webhook-endpoints", data=body, method="POST",
+            headers={"Authorization": f"Bearer {side.token}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+
+
 # --- the peers -----------------------------------------------------------------------------------
 
 def _peer(shared: Shared, module: str, name: str, protocol: str, instances: int,

@@ -24,6 +24,7 @@ from chatserver.appkeys import (
     SETTINGS,
     SHUTDOWN,
     SUPERVISOR,
+    TEAM_ENDPOINTS,
     WEBHOOK_SENDER,
     WEBHOOKS,
 )
@@ -40,6 +41,7 @@ from chatserver.server.memory import TRIM_TASK, trim_loop
 from chatserver.server.shutdown import Shutdown
 from chatserver.server.supervisor import Supervisor, TaskState
 from chatserver.services.conversations import ConversationService
+from chatserver.services.endpoints import TeamEndpointService
 from chatserver.services.webhooks import WebhookService
 from chatserver.webhooks.context import webhooks_ctx
 from chatserver.webhooks.endpoints import WebhookEndpoints
@@ -95,6 +97,8 @@ async def webhook_api_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[WEBHOOKS] = WebhookService(app[DB_POOL], app[CONVERSATIONS], settings.webhooks,
                                    app[WEBHOOK_SENDER], app[SECRET_BOX])
+    app[TEAM_ENDPOINTS] = TeamEndpointService(app[DB_POOL], settings.webhooks, app[WEBHOOKS],
+                                              app[SECRET_BOX])
     yield
 
 

@@ -26,9 +26,12 @@ if TYPE_CHECKING:
     from chatserver.security.box import SecretBox
     from chatserver.server.shutdown import Shutdown
     from chatserver.server.supervisor import Supervisor
+    from chatserver.services.actions import ActionService
     from chatserver.services.conversations import ConversationService
+    from chatserver.services.endpoints import TeamEndpointService
     from chatserver.services.messages import MessageService
     from chatserver.services.participants import ParticipantService
+    from chatserver.services.runs import RunService
     from chatserver.services.streams import StreamService
     from chatserver.services.webhooks import WebhookService
     from chatserver.webhooks.sender import WebhookSender
@@ -46,6 +49,7 @@ AUTH_THROTTLE: web.AppKey[KeyedLimiter] = web.AppKey("auth_throttle")
 OPENAPI_DOCUMENT: web.AppKey[dict] = web.AppKey("openapi_document")
 BODY_VALIDATORS: web.AppKey[dict] = web.AppKey("body_validators")
 WEBHOOKS: web.AppKey[WebhookService] = web.AppKey("webhooks")
+TEAM_ENDPOINTS: web.AppKey[TeamEndpointService] = web.AppKey("team_endpoints")
 WEBHOOK_SENDER: web.AppKey[WebhookSender] = web.AppKey("webhook_sender")
 # Optional: the resolver webhook deliveries look names up with (tests map names without DNS).
 WEBHOOK_RESOLVER: web.AppKey[AbstractResolver] = web.AppKey("webhook_resolver")
@@ -57,6 +61,8 @@ SHUTDOWN: web.AppKey[Shutdown] = web.AppKey("shutdown")
 KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("key_cache")
 STREAMS: web.AppKey[StreamService] = web.AppKey("streams")
 SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
+RUNS: web.AppKey[RunService] = web.AppKey("runs")
+ACTIONS: web.AppKey[ActionService] = web.AppKey("actions")
 
 # Request-scoped: set by the auth middleware.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

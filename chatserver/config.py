@@ -111,6 +111,8 @@ class WebhookSettings:
     concurrency: int = 20
     poll_interval: float = 1.0
     response_body_max: int = 20480
+    max_endpoints_per_team: int = 100
+    endpoint_description_max: int = 500
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    # A run whose status has not changed for this many seconds is failed (error.code "stale").
+    stale_after: float = 600.0
+    # Seconds between two looks for stale runs (each instance looks; each run is failed once).
+    stale_check_interval: float = 30.0
+    # Seconds an instance remembers a conversation's config.on_input_during_run.
+    policy_cache_ttl: float = 1.0
+    # Most options an action (confirm, choice) may offer, and the longest prompt in characters.
+    action_max_options: int = 20
+    action_prompt_max_chars: int = 2000
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -187,6 +202,7 @@ class Settings:
     streams: StreamSettings = field(default_factory=StreamSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    runs: RunSettings = field(default_factory=RunSettings)
 
     @classmethod
     def load(

@@ -70,6 +70,28 @@ class AuthorKind(StrEnum):
     OPERATOR = "operator"
     INTEGRATION = "integration"  # an API key that acts as no participant
     SYSTEM = "system"  # a SYSTEM message
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    REQUIRES_ACTION = "requires_action"  # waiting for a person to answer an action
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class InputDuringRun(StrEnum):
+    """`config.on_input_during_run`: what a user's message does while a run is active."""
+
+    ALLOW = "allow"
+    REJECT = "reject"
+    INTERRUPT = "interrupt"
+    ENQUEUE = "enqueue"
+
+
+class ActionKind(StrEnum):
+    CONFIRM = "confirm"
+    CHOICE = "choice"
+    FORM = "form"
 
 
 def iso(ts: datetime) -> str:
@@ -112,10 +134,37 @@ def message_json(row: Any) -> dict[str, Any]:
         "author": author_json(row),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
+        "run_id": row["run_id"].hex if row["run_id"] else None,
+        "action": row["action"],
     }
     if row["stream_state"] is not None:
         message["stream"] = stream_json(row)
     return message
+
+
+def run_json(row: Any) -> dict[str, Any]:
+    def when(key: str) -> str | None:
+        return iso(row[key]) if row[key] is not None else None
+
+    return {
+        "id": row["id"].hex,
+        "conversation_id": row["conversation_id"].hex,
+        "agent": row["agent"],
+        "status": row["status"],
+        "input_seq": row["input_seq"],
+        "metadata": row["metadata"],
+        "error": row["error"],
+        "activity": row["activity"],
+        "queued_behind": row["queued_behind"].hex if row["queued_behind"] else None,
+        "cancel_requested_at": when("cancel_requested_at"),
+        "seq": row["seq"],
+        "version": row["version"],
+        "created_by": row["created_by"],
+        "created_at": iso(row["created_at"]),
+        "started_at": when("started_at"),
+        "ended_at": when("ended_at"),
+        "updated_at": iso(row["updated_at"]),
+    }
 
 
 def stream_json(row: Any) -> dict[str, Any]:
@@ -144,3 +193,37 @@ def participant_json(row: Any) -> dict[str, Any]:
         "joined_at": iso(row["joined_at"]),
         "last_read_seq": row["last_read_seq"],
     }
+
+
+# --- webhook event types: the one list (webhooks/outbox.py queues them, the OpenAPI document's
+# `webhooks` section and the README describe them) -------------------------------------------
+MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+MESSAGE_COMPLETED = "message.completed"
+CONVERSATION_CREATED = "conversation.created"
+CONVERSATION_UPDATED = "conversation.updated"
+PARTICIPANT_JOINED = "participant.joined"
+PARTICIPANT_LEFT = "participant.left"
+RUN_CREATED = "run.created"
+RUN_UPDATED = "run.updated"
+ACTION_ANSWERED = "action.answered"
+WEBHOOK_TEST = "webhook.test"
+
+# type -> what `data` holds (the OpenAPI document and the README describe each from this).
+EVENT_TYPES: dict[str, str] = {
+    MESSAGE_CREATED: "A message was stored: `conversation_id`, `message`.",
+    MESSAGE_UPDATED: "A message changed (status, content, an answer): `conversation_id`, "
+                     "`message`.",
+    MESSAGE_COMPLETED: "A streamed message closed, complete or aborted: `conversation_id`, "
+                       "`message`.",
+    CONVERSATION_CREATED: "A conversation was created: `conversation_id`, `conversation`.",
+    CONVERSATION_UPDATED: "A conversation's config or metadata changed: `conversation_id`, "
+                          "`conversation`.",
+    PARTICIPANT_JOINED: "A participant joined: `conversation_id`, `participant`.",
+    PARTICIPANT_LEFT: "A participant left: `conversation_id`, `participant`.",
+    RUN_CREATED: "An agent run was created: `conversation_id`, `run`.",
+    RUN_UPDATED: "A run changed status or was asked to cancel: `conversation_id`, `run`.",
+    ACTION_ANSWERED: "A question to the human was answered: `conversation_id`, `message`.",
+    WEBHOOK_TEST: "Sent by a test request, whatever the filter: `conversation_id` (callback "
+                  "endpoints) or `endpoint_id` (team endpoints).",
+}

@@ -72,6 +72,10 @@ PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "openapi", "conversat
 # on its own messages; the services check the rest).
 TOKEN_ROUTES = frozenset({"list_messages", "post_message", "update_message",
                           "list_participants", "mark_read"})
+# ...and the run routes (read runs, stop one, answer; an agent token also starts and moves its
+# own runs: the run service checks who may).
+TOKEN_RUN_ROUTES = frozenset({"list_runs", "get_run", "cancel_run", "answer_action",
+                              "create_run", "update_run"})
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
 EXPOSE_HEADERS = "Link, Retry-After, X-Request-Id, Idempotent-Replayed"
@@ -190,9 +194,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if who is None:
         throttle.take(address)
         raise unauthorized("unknown or revoked API key, or a bad or expired token")
-    if who.conversation_id is not None and route_name(request) not in TOKEN_ROUTES:
-        raise Problem(403, "a browser token may only use its conversation's messages and "
-                                "participants")
+    if who.conversation_id is not None and route_name(request) not in (
+            TOKEN_ROUTES | TOKEN_RUN_ROUTES):
+        raise Problem(403, "a browser token may only use its conversation's messages, "
+                                "participants and runs")
     wait = request.app[RATE_LIMITER].take(who.rate_key)
     if wait:
         request.app[METRICS].rate_limited.labels("requests_per_key").inc()

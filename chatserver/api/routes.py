@@ -6,10 +6,12 @@ from aiohttp import web
 
 from chatserver.api import (
     conversations,
+    endpoints,
     health,
     messages,
     openapi,
     participants,
+    runs,
     streams,
     tokens,
     webhooks,
@@ -24,6 +26,8 @@ from chatserver.realtime import ws
 
 CONVERSATION = "/conversations/{conversation_id}"
 WORKFLOW = "/workflow-conversations"
+ENDPOINTS = "/webhook-endpoints"
+ENDPOINT = ENDPOINTS + "/{endpoint_id}"
 MESSAGE = CONVERSATION + "/messages/{message_id}"
 PARTICIPANT = CONVERSATION + "/participants/{participant_id}"
 
@@ -58,10 +62,27 @@ ROUTES = [
      "redeliver"),
     ("POST", CONVERSATION + "/webhook-test", webhooks.send_test, "webhook_test"),
     ("POST", CONVERSATION + "/tokens", tokens.create_token, "create_token"),
+    ("POST", ENDPOINTS, endpoints.create_endpoint, "create_endpoint"),
+    ("GET", ENDPOINTS, endpoints.list_endpoints, "list_endpoints"),
+    ("GET", ENDPOINT, endpoints.get_endpoint, "get_endpoint"),
+    ("PATCH", ENDPOINT, endpoints.update_endpoint, "update_endpoint"),
+    ("DELETE", ENDPOINT, endpoints.delete_endpoint, "delete_endpoint"),
+    ("POST", ENDPOINT + "/test", endpoints.test_endpoint, "test_endpoint"),
+    ("GET", ENDPOINT + "/deliveries", endpoints.list_endpoint_deliveries,
+     "list_endpoint_deliveries"),
+    ("POST", ENDPOINT + "/deliveries/{delivery_id}/redeliver", endpoints.redeliver_to_endpoint,
+     "redeliver_to_endpoint"),
     ("GET", CONVERSATION + "/participants", participants.list_participants, "list_participants"),
     ("PUT", PARTICIPANT, participants.put_participant, "put_participant"),
     ("DELETE", PARTICIPANT, participants.delete_participant, "delete_participant"),
     ("POST", PARTICIPANT + "/read", participants.mark_read, "mark_read"),
+    ("POST", CONVERSATION + "/runs", runs.create_run, "create_run"),
+    ("GET", CONVERSATION + "/runs", runs.list_runs, "list_runs"),
+    ("GET", CONVERSATION + "/runs/{run_id}", runs.get_run, "get_run"),
+    ("PATCH", CONVERSATION + "/runs/{run_id}", runs.update_run, "update_run"),
+    ("POST", CONVERSATION + "/runs/{run_id}/cancel", runs.cancel_run, "cancel_run"),
+    ("POST", CONVERSATION + "/messages/{message_id}/answer", runs.answer_action,
+     "answer_action"),
     ("GET", "/ws" + CONVERSATION, ws.conversation_socket, "conversation_socket"),
 ]
 

@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from chatserver import __version__
+from chatserver.models import EVENT_TYPES
 from chatserver.openapi.operations import OPERATIONS, PATH_PARAMS, Operation
 from chatserver.openapi.schemas import SCHEMAS, ref
 
@@ -61,6 +62,23 @@ def _operation(name: str, path: str, op: Operation) -> dict[str, Any]:
     return doc
 
 
+def _webhooks() -> dict[str, Any]:
+    """OpenAPI 3.1 `webhooks`: one POST per event type, as the receiver gets it."""
+    return {
+        event_type: {"post": {
+            "operationId": "event." + event_type,
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"allOf": [ref("WebhookEvent"), {
+                    "properties": {"type": {"const": event_type}}}]}}}},
+            "responses": {"2XX": {"description": "Received; anything else is retried "
+                                  "(410 disables the endpoint)."}},
+            "security": [],
+        }}
+        for event_type, summary in EVENT_TYPES.items()
+    }
+
+
 def build_document(routes: list[tuple[str, str, Any, str]]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, _handler, name in routes:
@@ -74,6 +92,7 @@ def build_document(routes: list[tuple[str, str, Any, str]]) -> dict[str, Any]:
             "also served under /api.",
         },
         "paths": paths,
+        "webhooks": _webhooks(),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

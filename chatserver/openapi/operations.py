@@ -12,6 +12,8 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "conversation_id": HEX_ID,
     "message_id": HEX_ID,
     "delivery_id": HEX_ID,
+    "endpoint_id": HEX_ID,
+    "run_id": HEX_ID,
     "id": POSITIVE_ID,
     "user_id": POSITIVE_ID,
     "participant_id": PARTICIPANT_ID,
@@ -149,10 +151,54 @@ OPERATIONS: dict[str, Operation] = {
     "mark_read": Operation(
         "Move the participant's read horizon forward (its own token, or an API key).",
         ref("Participant"), request="ReadMark", errors=(400, 401, 404, 413, 429)),
+    "create_run": Operation(
+        "Start a run of an agent (queued; under config.on_input_during_run = enqueue it queues "
+        "behind the active run).", ref("Run"), status=201, request="RunCreate",
+        errors=(400, 401, 403, 404, 413, 429)),
+    "list_runs": Operation("The conversation's runs, newest first.", array_of("Run"),
+                           query=(LIMIT, CURSOR), paginated=True),
+    "get_run": Operation("One run.", ref("Run")),
+    "update_run": Operation(
+        "The agent moves its run (queued -> running | cancelled; running -> requires_action | "
+        "completed | failed | cancelled; requires_action -> running | failed | cancelled) and "
+        "says what it does (activity). Any other transition is 409 naming the current status.",
+        ref("Run"), request="RunPatch", errors=(400, 401, 403, 404, 409, 413, 429)),
+    "cancel_run": Operation(
+        "Ask the agent to stop: sets cancel_requested_at (the agent ends the run as cancelled). "
+        "409 once the run has ended.", ref("Run"), errors=(400, 401, 404, 409, 429)),
+    "answer_action": Operation(
+        "Answer a message's action: the first valid answer wins; later ones are 409 "
+        "already_answered, late ones 409 expired.", ref("Message"), request="ActionAnswer",
+        errors=(400, 401, 404, 409, 413, 429)),
     "conversation_socket": Operation(
         "The conversation's websocket (see docs/websocket.md for the protocol). Credentials and "
         "refusals travel as close codes (4401, 4404, 4400, 4403 Origin, 4429 and 1013 too many "
         "sockets) after the upgrade; a request "
         "that is not a websocket upgrade is 400.", status=101, public=True, errors=(400,),
         extra={"parameters": [{"name": "since", "in": "query", "schema": SEQ}]}),
+    "create_endpoint": Operation(
+        "Create a team-wide webhook endpoint; its signing secret is in this answer only.",
+        ref("TeamEndpoint"), status=201, request="TeamEndpointCreate",
+        errors=(400, 401, 403, 409, 413, 429)),
+    "list_endpoints": Operation(
+        "The team's webhook endpoints (every team's for an admin key), newest first.",
+        array_of("TeamEndpoint"), query=(LIMIT, CURSOR), paginated=True,
+        errors=(400, 401, 403, 429)),
+    "get_endpoint": Operation("One team-wide webhook endpoint.", ref("TeamEndpoint"),
+                              errors=(400, 401, 403, 404, 429)),
+    "update_endpoint": Operation(
+        "Change its url, event_types, description, or disable/enable it.", ref("TeamEndpoint"),
+        request="TeamEndpointPatch", errors=(400, 401, 403, 404, 413, 429)),
+    "delete_endpoint": Operation("Delete it with its delivery log.", status=204,
+                                 errors=(400, 401, 403, 404, 429)),
+    "test_endpoint": Operation(
+        "Send a signed webhook.test event to it now, whatever its filter; answers the outcome.",
+        ref("WebhookDelivery"), errors=(400, 401, 403, 404, 429)),
+    "list_endpoint_deliveries": Operation(
+        "Its delivery log with each attempt, newest first.", array_of("WebhookDelivery"),
+        query=(LIMIT, {"name": "before", "in": "query", "schema": {"type": "integer",
+                                                                   "minimum": 1}}),
+        paginated=True, errors=(400, 401, 403, 404, 429)),
+    "redeliver_to_endpoint": Operation("Send one of its deliveries again now, outside the order.",
+                                       ref("WebhookDelivery"), errors=(400, 401, 403, 404, 429)),
 }

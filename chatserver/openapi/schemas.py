@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from chatserver.models import (
+    EVENT_TYPES,
+    WEBHOOK_TEST,
+    ActionKind,
     AuthorKind,
     Channel,
     ContentType,
@@ -12,6 +15,7 @@ from chatserver.models import (
     MessageType,
     ParticipantKind,
     ParticipantRole,
+    RunStatus,
     StreamState,
     Usecase,
 )
@@ -20,7 +24,26 @@ HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 OBJECT = {"type": "object"}
+EVENT_FILTER = {
+    "type": "array",
+    "minItems": 1,
+    "description": "Event types this endpoint receives: exact types, `prefix.*` or `*`.",
+    "items": {"type": "string", "enum": sorted(
+        [t for t in EVENT_TYPES if t != WEBHOOK_TEST]
+        + [p + ".*" for p in {t.split(".", 1)[0] for t in EVENT_TYPES}] + ["*"])},
+}
 POSITIVE_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+# What a callback endpoint and a team endpoint both show of their state.
+ENDPOINT_STATE: dict[str, Any] = {
+    "url": {"type": "string"},
+    "enabled": {"type": "boolean"},
+    "disabled_at": NULLABLE_TIMESTAMP,
+    "disabled_reason": {"type": ["string", "null"]},
+    "failing_since": NULLABLE_TIMESTAMP,
+    "previous_secret_expires_at": NULLABLE_TIMESTAMP,
+    "pending_deliveries": {"type": "integer", "minimum": 0},
+    "created_at": TIMESTAMP,
+}
 PARTICIPANT_ID = {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,128}$"}
 
 
@@ -30,6 +53,31 @@ def enum_of(enum: Any) -> dict[str, Any]:
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+ACTION_OPTION: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "label"],
+    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 100},
+                   "label": {"type": "string", "minLength": 1, "maxLength": 200}},
+}
+# Inlined where a message body takes it (request validators are compiled one schema at a time).
+ACTION_CREATE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "prompt"],
+    "description": "A question to the human; needs run_id and moves the run to "
+                   "requires_action.",
+    "properties": {
+        "kind": enum_of(ActionKind),
+        "prompt": {"type": "string", "minLength": 1},
+        "options": {"type": "array", "minItems": 1, "items": ACTION_OPTION,
+                    "description": "choice (required) and confirm (default yes/no)."},
+        "schema": {"type": "object", "description": "form: a JSON schema of the values."},
+        "expires_at": TIMESTAMP,
+    },
+}
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -128,6 +176,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "client_id": {"type": "string", "minLength": 1, "maxLength": 200},
             "stream": {"type": "boolean", "description": "Open a stream: the message is stored "
                        "at once and grows by deltas (API keys and agents; see docs/streaming.md)."},
+            "run_id": {**HEX_ID, "description": "The run this message belongs to."},
+            "action": ACTION_CREATE,
         },
     },
     "MessagePatch": {
@@ -158,6 +208,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
             "stream": ref("Stream"),
+            "run_id": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"},
+            "action": {"oneOf": [{"type": "null"}, ref("Action")]},
         },
     },
     "Stream": {
@@ -289,16 +341,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "WebhookEndpoint": {
         "type": "object",
         "required": ["url", "enabled", "pending_deliveries"],
-        "properties": {
-            "url": {"type": "string"},
-            "enabled": {"type": "boolean"},
-            "disabled_at": NULLABLE_TIMESTAMP,
-            "disabled_reason": {"type": ["string", "null"]},
-            "failing_since": NULLABLE_TIMESTAMP,
-            "previous_secret_expires_at": NULLABLE_TIMESTAMP,
-            "pending_deliveries": {"type": "integer", "minimum": 0},
-            "created_at": TIMESTAMP,
-        },
+        "properties": ENDPOINT_STATE,
     },
     "WebhookSecret": {
         "type": "object",
@@ -366,5 +409,138 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["status"],
         "properties": {"status": {"type": "string"}, "checks": OBJECT, "tasks": OBJECT},
+    },
+    # --- team-wide webhook endpoints ---------------------------------------------------------
+    "TeamEndpointCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url", "event_types"],
+        "properties": {
+            "url": {"type": "string", "minLength": 1},
+            "event_types": EVENT_FILTER,
+            "description": {"type": "string"},
+            "disabled": {"type": "boolean"},
+            "team_id": {"type": ["integer", "null"], "description": "Admin keys only: the "
+                        "team whose conversations it receives (a team key's own otherwise)."},
+        },
+    },
+    "TeamEndpointPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "minLength": 1},
+            "event_types": EVENT_FILTER,
+            "description": {"type": "string"},
+            "disabled": {"type": "boolean", "description": "true: nothing more is queued for "
+                         "it; false: queueing starts again and its held deliveries go out."},
+        },
+    },
+    "TeamEndpoint": {
+        "type": "object",
+        "required": ["id", "team_id", "url", "event_types", "description", "disabled",
+                     "enabled", "pending_deliveries", "created_at", "updated_at"],
+        "properties": {
+            **ENDPOINT_STATE,
+            "id": HEX_ID,
+            "team_id": {"type": ["integer", "null"]},
+            "event_types": {"type": "array", "items": {"type": "string"}},
+            "description": {"type": "string"},
+            "disabled": {"type": "boolean"},
+            "updated_at": TIMESTAMP,
+            "secret": {"type": "string", "pattern": "^whsec_",
+                       "description": "Only in the answer to the create: keep it."},
+        },
+    },
+    "WebhookEvent": {
+        "type": "object",
+        "required": ["type", "timestamp", "data"],
+        "description": "The body of every webhook (Standard Webhooks: signed with the "
+                       "endpoint's secret in webhook-id, webhook-timestamp, webhook-signature).",
+        "properties": {
+            "type": {"type": "string", "enum": sorted(EVENT_TYPES)},
+            "timestamp": TIMESTAMP,
+            "data": {"type": "object", "properties": {
+                "conversation_id": HEX_ID, "endpoint_id": HEX_ID, "message": ref("Message"),
+                "conversation": ref("Conversation"), "participant": OBJECT, "run": OBJECT,
+            }},
+        },
+    },
+    # --- runs and actions (issue 17) --------------------------------------------------------------
+    "RunCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "agent": {"type": "string", "minLength": 1, "maxLength": 200,
+                      "description": "The agent (participant id) that works on the run; "
+                      "required with an API key, an agent credential's own by default."},
+            "input_seq": {"type": "integer", "minimum": 1,
+                          "description": "The message the run answers."},
+            "metadata": OBJECT,
+        },
+    },
+    "RunPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "status": enum_of(RunStatus),
+            "error": {"type": ["object", "null"], "description": "Only with status failed."},
+            "activity": {"type": ["string", "null"], "maxLength": 200,
+                         "description": "What the agent does now (a frame, not a webhook)."},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "required": ["id", "conversation_id", "agent", "status", "input_seq", "metadata", "error",
+                     "activity", "queued_behind", "cancel_requested_at", "seq", "version",
+                     "created_by", "created_at", "started_at", "ended_at", "updated_at"],
+        "properties": {
+            "id": HEX_ID,
+            "conversation_id": HEX_ID,
+            "agent": {"type": "string"},
+            "status": enum_of(RunStatus),
+            "input_seq": {"type": ["integer", "null"]},
+            "metadata": OBJECT,
+            "error": {"type": ["object", "null"]},
+            "activity": {"type": ["string", "null"]},
+            "queued_behind": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"},
+            "cancel_requested_at": NULLABLE_TIMESTAMP,
+            "seq": {"type": "integer", "minimum": 0,
+                    "description": "The conversation's last seq when the run last changed."},
+            "version": {"type": "integer", "minimum": 1,
+                        "description": "Grows with every change: keep the highest."},
+            "created_by": {"type": "string"},
+            "created_at": TIMESTAMP,
+            "started_at": NULLABLE_TIMESTAMP,
+            "ended_at": NULLABLE_TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+    },
+    "ActionOption": ACTION_OPTION,
+    "ActionCreate": ACTION_CREATE,
+    "Action": {
+        "type": "object",
+        "required": ["kind", "prompt", "options", "schema", "expires_at", "answer",
+                     "answered_by", "answered_at"],
+        "properties": {
+            "kind": enum_of(ActionKind),
+            "prompt": {"type": "string"},
+            "options": {"type": ["array", "null"], "items": ref("ActionOption")},
+            "schema": {"type": ["object", "null"]},
+            "expires_at": NULLABLE_TIMESTAMP,
+            "answer": {"type": ["object", "null"],
+                       "description": "{\"option\": id} or {\"values\": {...}}."},
+            "answered_by": {"type": ["string", "null"]},
+            "answered_at": NULLABLE_TIMESTAMP,
+            "answered_seq": {"type": "integer",
+                             "description": "The conversation's last seq when answered."},
+        },
+    },
+    "ActionAnswer": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {"option": {"type": "string"}, "values": OBJECT,
+                       "client_id": {"type": "string", "maxLength": 200}},
     },
 }

@@ -18,6 +18,7 @@ import asyncpg
 from aiohttp import WSCloseCode, web
 
 from chatserver.appkeys import (
+    ACTIONS,
     CONVERSATIONS,
     DB_POOL,
     HUB,
@@ -25,6 +26,7 @@ from chatserver.appkeys import (
     METRICS,
     PARTICIPANTS,
     PRESENCE,
+    RUNS,
     SECRET_BOX,
     SETTINGS,
     SOCKETS,
@@ -42,8 +44,10 @@ from chatserver.realtime.guard import SocketRegistry
 from chatserver.realtime.hub import Hub
 from chatserver.realtime.presence import MemoryPresence, Presence, RedisPresence
 from chatserver.server.supervisor import Supervisor
+from chatserver.services.actions import ActionService
 from chatserver.services.messages import MessageService
 from chatserver.services.participants import ParticipantService
+from chatserver.services.runs import RunService
 from chatserver.services.streamcommit import StreamCommitter
 from chatserver.services.streams import IDLE_SWEEP_TASK, StreamService
 
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 CREATED_AT = b'"created_at":"'
 RECHECK_WITHOUT_HEARTBEAT = 30.0  # credential re-check interval when heartbeat = 0 (off)
 RECHECK_TASK = "socket-credentials"
+STALE_RUNS_TASK = "run-stale-sweep"
 
 
 async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -72,8 +77,10 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     app[PRESENCE] = presence
     app[PARTICIPANTS] = ParticipantService(pool, app[CONVERSATIONS], hub)
+    runs = app[RUNS] = RunService(pool, settings.runs, hub)
+    app[ACTIONS] = ActionService(pool, hub)
     app[MESSAGES] = MessageService(pool, app[CONVERSATIONS], settings.messages, hub,
-                                   settings.performance)
+                                   settings.performance, runs=runs)
     app[STREAMS] = StreamService(
         pool, app[MESSAGES].teams, settings.streams, hub,
         StreamCommitter(pool, settings.streams.commit_interval,
@@ -84,12 +91,14 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     await presence.start(supervisor)
     interval = options.heartbeat or RECHECK_WITHOUT_HEARTBEAT
     supervisor.start(RECHECK_TASK, lambda: recheck_loop(registry, pool, interval))
+    supervisor.start(STALE_RUNS_TASK, runs.sweep_loop)
     watch_bus(metrics, bus, supervisor)
     supervisor.start(IDLE_SWEEP_TASK, app[STREAMS].sweep_loop)
     yield
     await supervisor.stop(IDLE_SWEEP_TASK)
     await app[STREAMS].close()
     await supervisor.stop(RECHECK_TASK)
+    await supervisor.stop(STALE_RUNS_TASK)
     await presence.close()
     await hub.close()
 

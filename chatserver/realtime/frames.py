@@ -75,6 +75,13 @@ def participant_frame(kind: str, participant: dict[str, Any]) -> bytes:
 
 def read_frame(participant: str, seq: int) -> bytes:
     return frame("read", participant=participant, seq=seq)
+def run_frame(run: dict[str, Any]) -> bytes:
+    return frame("run.updated", run=run)
+
+
+def answered_frame(message: dict[str, Any]) -> bytes:
+    return frame("action.answered", message_id=message["id"], run_id=message["run_id"],
+                 action=message["action"])
 
 
 _TEXT_FIN = 0x81

@@ -30,12 +30,14 @@ from chatserver.realtime.frames import (
     Envelope,
     Kind,
     Outgoing,
+    answered_frame,
     delta_payload,
     message_frame,
     message_id_of,
     parse_delta_payload,
     participant_frame,
     read_frame,
+    run_frame,
     updated_frame,
 )
 from chatserver.realtime.reads import ReadCoalescer
@@ -268,6 +270,15 @@ class Hub:
         kind = Kind.CLOSE if stream is not None and stream["state"] != "open" else Kind.UPDATE
         await self._publish(message["conversation_id"], kind, message["seq"],
                             updated_frame(message))
+
+    # A run change or an answer is an UPDATE at the conversation's last_seq when it committed:
+    # every socket gets it after that message and before any later one.
+    async def run_updated(self, run: dict[str, Any]) -> None:
+        await self._publish(run["conversation_id"], Kind.UPDATE, run["seq"], run_frame(run))
+
+    async def action_answered(self, message: dict[str, Any]) -> None:
+        await self._publish(message["conversation_id"], Kind.UPDATE,
+                            message["action"]["answered_seq"], answered_frame(message))
 
     async def stream_deltas(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, seq: int, index: int,

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatserver.appkeys import (
+    ACTIONS,
     AUTH_THROTTLE,
     HUB,
     MESSAGES,
@@ -232,12 +233,24 @@ async def update(
     return False
 
 
+async def answer(
+    app: web.Application, sender: SocketSender, session: Session, body: dict[str, Any]
+) -> bool:
+    """`action.answer`: {message_id, option | values, client_id?}; ack with the message."""
+    raw_id = body.pop("message_id", None)
+    message_id = parse_hex_id(raw_id if isinstance(raw_id, str) else "", "message_id")
+    message = await app[ACTIONS].answer(session.principal, session.conversation_id, message_id,
+                                        body)
+    sender.push(frame("ack", client_id=body.get("client_id"), message=message))
+    return False
+
+
 # A frame's handler: True when the frame streamed (opened a stream or appended to one).
 Handler = Callable[[web.Application, SocketSender, Session, dict[str, Any]],
                    Coroutine[Any, Any, bool]]
 HANDLERS: dict[str, Handler] = {
     "message": post, "message.delta": append_delta, "typing": typing, "read": read,
-    "message.update": update,
+    "message.update": update, "action.answer": answer,
 }
 FRAME_TYPES = ", ".join(HANDLERS)
 

@@ -34,6 +34,7 @@ from chatserver.appkeys import (
     METRICS,
     PARTICIPANTS,
     PRESENCE,
+    RUNS,
     SETTINGS,
     SOCKETS,
     TOKENS,
@@ -43,7 +44,7 @@ from chatserver.config import RealtimeSettings
 from chatserver.db.errors import UNAVAILABLE_ERRORS
 from chatserver.models import StreamState, message_json
 from chatserver.problems import Problem
-from chatserver.realtime.frames import frame, message_frame
+from chatserver.realtime.frames import answered_frame, frame, message_frame, run_frame
 from chatserver.realtime.guard import (
     CLOSE_FORBIDDEN_ORIGIN,
     OpenSocket,
@@ -212,7 +213,8 @@ async def replay(
     app: web.Application, ws: web.WebSocketResponse, session: Session
 ) -> tuple[int, dict[str, int]]:
     """Send the streams still open up to `since`, then every message above it, in their current
-    state. The highest seq sent (or since), and how far each streamed message's text reached
+    state, then the current state of every run and answered action that changed at or after
+    `since`. The highest seq sent (or since), and how far each streamed message's text reached
     (a closed one: all of it)."""
     last = session.since or 0
     cursors: dict[str, int] = {}
@@ -223,6 +225,11 @@ async def replay(
         for row in rows:
             await send_replayed(ws, row, cursors)
             last = row["seq"]
+    runs, answered = await app[RUNS].changed_since(session.conversation_id, session.since or 0)
+    for run in runs:
+        await ws.send_frame(run_frame(run), WSMsgType.TEXT)
+    for message in answered:
+        await ws.send_frame(answered_frame(message), WSMsgType.TEXT)
     return last, cursors
 
 

@@ -37,7 +37,7 @@ async def reseal_all(conn: Any, box: SecretBox) -> int:
             if box.is_current(secret) and (previous is None or box.is_current(previous)):
                 continue
             await webhook_store.update_endpoint_secrets(
-                conn, row["conversation_id"], box.reseal(secret),
+                conn, row["id"], box.reseal(secret),
                 None if previous is None else box.reseal(previous),
             )
             changed += 1

@@ -10,11 +10,19 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from chatserver.auth.keys import Principal
-from chatserver.models import Channel, Usecase, conversation_json
+from chatserver.models import (
+    CONVERSATION_CREATED,
+    CONVERSATION_UPDATED,
+    Channel,
+    InputDuringRun,
+    Usecase,
+    conversation_json,
+)
 from chatserver.problems import ValidationProblem, not_found
 from chatserver.services import cursors
 from chatserver.store import conversations as store
 from chatserver.validation import Fields
+from chatserver.webhooks import outbox
 from chatserver.webhooks.endpoints import WebhookEndpoints, with_webhook_secret
 
 CREATE_FIELDS = ("channel", "usecase", "config", "metadata", "team_id")
@@ -65,6 +73,8 @@ def _validated_config(
         sub.fail("participants", "must be open or closed")
     if not isinstance(config.get("participant_events", False), bool):
         sub.fail("participant_events", "must be true or false")
+    if config.get("on_input_during_run", InputDuringRun.ALLOW) not in set(InputDuringRun):
+        sub.fail("on_input_during_run", "must be one of allow, reject, interrupt, enqueue")
     if usecase is Usecase.WORKFLOW_EXECUTION and "workflow_id" not in config:
         sub.fail("workflow_id", "is required for usecase WORKFLOW_EXECUTION")
     fields.errors.extend(sub.errors)
@@ -113,6 +123,7 @@ class ConversationService:
                 conn, str(channel), str(usecase), config, metadata, team_id
             )
             secret = await self.webhooks.sync(conn, row["id"], config)
+            await outbox.enqueue_conversation_event(conn, CONVERSATION_CREATED, row)
         return with_webhook_secret(conversation_json(row), secret)
 
     async def get_row(self, principal: Principal, conversation_id: uuid.UUID) -> Any:
@@ -172,6 +183,7 @@ class ConversationService:
             row = await store.update_conversation(conn, conversation_id, config, metadata)
             secret = None if config_patch is None else await self.webhooks.sync(
                 conn, conversation_id, config, reenable="callback_url" in config_patch)
+            await outbox.enqueue_conversation_event(conn, CONVERSATION_UPDATED, row)
         return with_webhook_secret(conversation_json(row), secret)
 
 

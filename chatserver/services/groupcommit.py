@@ -29,11 +29,11 @@ from typing import Any
 
 import asyncpg
 
+from chatserver.models import MESSAGE_CREATED
 from chatserver.store import messages as store
 from chatserver.store import participants
 from chatserver.store.messages import NewMessage
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_CREATED
 
 log = logging.getLogger(__name__)
 

@@ -14,26 +14,29 @@ from typing import Any, Protocol
 import asyncpg
 
 from chatserver.auth.keys import Principal
-from chatserver.config import MessageSettings, PerformanceSettings
+from chatserver.config import MessageSettings, PerformanceSettings, RunSettings
 from chatserver.models import (
     MEDIA_CONTENT_TYPES,
+    MESSAGE_UPDATED,
     ContentType,
+    InputDuringRun,
     MessageStatus,
     MessageType,
     message_json,
 )
 from chatserver.problems import Problem, ValidationProblem, not_found
 from chatserver.services import history
+from chatserver.services.actions import parse_action
 from chatserver.services.conversations import ConversationService
 from chatserver.services.groupcommit import GroupCommitter
 from chatserver.services.participants import Seat, author_for
 from chatserver.store import messages as store
 from chatserver.store.messages import NewMessage
-from chatserver.validation import Fields, basename_problem, is_utf8
+from chatserver.validation import Fields, basename_problem, is_utf8, parse_hex_id
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_UPDATED
 
-POST_FIELDS = ("content", "content_type", "filename", "status", "metadata", "client_id", "stream")
+POST_FIELDS = ("content", "content_type", "filename", "status", "metadata", "client_id", "stream",
+               "run_id", "action")
 PATCH_FIELDS = ("status", "metadata")
 CLIENT_ID_MAX = 200
 TEAMS_CACHED = 100_000
@@ -105,10 +108,45 @@ class MessageEvents(Protocol):
     async def message_updated(self, message: dict[str, Any]) -> None: ...
 
 
+class RunLinks(Protocol):
+    """The run service as posting needs it: messages of a run, and the input policy."""
+
+    settings: RunSettings
+
+    async def store_linked(self, new: NewMessage) -> tuple[Any, bool]: ...
+
+    async def before_input(self, new: NewMessage) -> InputDuringRun: ...
+
+    async def after_input(self, policy: InputDuringRun, message: dict[str, Any]) -> None: ...
+
+
+def _run_link(
+    fields: Fields, principal: Principal, runs: RunLinks | None
+) -> tuple[uuid.UUID | None, dict[str, Any] | None]:
+    """`run_id` and `action` of a new message (an action needs a run_id; user tokens ask
+    nothing)."""
+    run_id, action = None, None
+    raw_run = fields.string("run_id")
+    if raw_run is not None:
+        try:
+            run_id = parse_hex_id(raw_run, "run_id")
+        except ValidationProblem as problem:
+            fields.errors.extend(problem.invalid_params)
+    if fields.has("action") and runs is not None:
+        action, problems = parse_action(fields.data["action"], runs.settings)
+        fields.errors.extend(problems)
+        if raw_run is None:
+            fields.fail("run_id", "is required with an action")
+        if principal.is_token and not principal.agent:
+            fields.fail("action", "only an agent or an API key may ask")
+    return run_id, action
+
+
 class MessageService:
     def __init__(
         self, pool: asyncpg.Pool, conversations: ConversationService, settings: MessageSettings,
         events: MessageEvents, performance: PerformanceSettings | None = None,
+        runs: RunLinks | None = None,
     ) -> None:
         performance = performance or PerformanceSettings()
         self.pool = pool
@@ -118,6 +156,7 @@ class MessageService:
         self.committer = GroupCommitter(pool, max_batch=performance.group_commit_max_batch,
                                         in_flight=performance.group_commit_in_flight)
         self.events = events
+        self.runs = runs
 
     def validate_new(
         self, principal: Principal, conversation_id: uuid.UUID, body: dict[str, Any],
@@ -151,6 +190,9 @@ class MessageService:
         stream = fields.data.get("stream", False)
         if not isinstance(stream, bool):
             fields.fail("stream", "must be true or false")
+        run_id, action = _run_link(fields, principal, self.runs)
+        if action is not None and stream is True:
+            fields.fail("action", "not on a streamed message")
         fields.raise_if_invalid()
         author = author_for(principal, seat, str(msg_type))
         return NewMessage(
@@ -158,6 +200,7 @@ class MessageService:
             filename=filename, type=str(msg_type), status=str(status), metadata=metadata,
             client_id=client_id, created_by=principal.name, author_id=author.id,
             author_kind=author.kind, author_name=author.name, stream=stream is True,
+            run_id=run_id, action=action,
         )
 
     def _check_token_fields(
@@ -181,6 +224,10 @@ class MessageService:
 
     async def store(self, new: NewMessage) -> Posted:
         """Store a message its author may post (the caller checked); seqs follow call order."""
+        if self.runs is not None and new.run_id is not None:
+            row, created = await self.runs.store_linked(new)  # it tells the hub
+            return Posted(message_json(row), created=True) if created else replay(new, row)
+        policy = await self.runs.before_input(new) if self.runs is not None else None
         stored = await self.committer.submit(new)
         if stored.row is None:
             raise not_found()
@@ -188,6 +235,8 @@ class MessageService:
             return replay(new, stored.row)
         message = message_json(stored.row)
         await self.events.message_created(message)
+        if self.runs is not None and policy is not None:
+            await self.runs.after_input(policy, message)
         return Posted(message, created=True)
 
     async def page(

@@ -17,6 +17,8 @@ import asyncpg
 
 from chatserver.auth.keys import Principal
 from chatserver.models import (
+    PARTICIPANT_JOINED,
+    PARTICIPANT_LEFT,
     AuthorKind,
     MessageType,
     ParticipantKind,
@@ -141,8 +143,8 @@ class ParticipantService:
             row = await store.remove_participant(conn, conversation_id, participant_id)
             if row is None:
                 raise not_found("participant")
-            if _events_on(conversation):
-                await outbox.enqueue_participant_event(conn, outbox.PARTICIPANT_LEFT, row)
+            await outbox.enqueue_participant_event(conn, PARTICIPANT_LEFT, row,
+                                                   to_callback=_events_on(conversation))
         await self.events.participant_left(conversation_id, participant_json(row))
 
     async def mark_read(
@@ -229,8 +231,9 @@ class ParticipantService:
                                                  name, role, metadata)
             if row is None:  # unchanged (also: written by a concurrent join just now)
                 row = await store.get_participant(conn, conversation_id, participant_id)
-            if joins and _events_on(conversation):
-                await outbox.enqueue_participant_event(conn, outbox.PARTICIPANT_JOINED, row)
+            if joins:
+                await outbox.enqueue_participant_event(conn, PARTICIPANT_JOINED, row,
+                                                       to_callback=_events_on(conversation))
         if joins:
             await self.events.participant_joined(conversation_id, participant_json(row))
         return row, joins
@@ -263,8 +266,8 @@ def _events_on(conversation: Any) -> bool:
 
 
 async def _lock_for_events(conn: Any, conversation: Any) -> None:
-    if _events_on(conversation):
-        await store.lock_conversation(conn, conversation["id"])
+    """Joins and leaves are events ordered with the messages: lock as a message batch does."""
+    await store.lock_conversation(conn, conversation["id"])
 
 
 def _listed(row: Any) -> dict[str, Any]:
@@ -282,5 +285,5 @@ def _listed(row: Any) -> dict[str, Any]:
 LAST_MESSAGE_FIELDS = (
     "id", "seq", "client_id", "content", "content_type", "filename", "type", "channel", "status",
     "metadata", "created_by", "author_id", "author_kind", "author_name", "created_at",
-    "updated_at", "stream_state", "stream_next_index", "stream_reason",
+    "updated_at", "stream_state", "stream_next_index", "stream_reason", "run_id", "action",
 )

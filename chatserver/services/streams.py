@@ -25,7 +25,13 @@ import asyncpg
 from chatserver.auth.keys import Principal
 from chatserver.config import StreamSettings
 from chatserver.db.errors import TRANSIENT_ERRORS
-from chatserver.models import MessageStatus, StreamState, message_json
+from chatserver.models import (
+    MESSAGE_COMPLETED,
+    MESSAGE_CREATED,
+    MessageStatus,
+    StreamState,
+    message_json,
+)
 from chatserver.problems import Problem, ValidationProblem, not_found
 from chatserver.ratelimit import TokenBucket
 from chatserver.services.messages import ConversationTeams, Posted, replay
@@ -36,7 +42,6 @@ from chatserver.store import streams as store
 from chatserver.store.messages import NewMessage
 from chatserver.validation import Fields
 from chatserver.webhooks import outbox
-from chatserver.webhooks.outbox import MESSAGE_COMPLETED, MESSAGE_CREATED
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,8 @@ class StreamService:
             except store.TooManyOpen as exc:
                 raise Problem(409, str(exc), code="too_many_streams", invalid_params=[
                     ("stream", f"at most {exc.limit} open streams per conversation")]) from None
+            except store.UnknownRun as exc:
+                raise ValidationProblem([("run_id", str(exc))]) from None
             except asyncpg.UniqueViolationError:  # a concurrent open with this client_id won
                 return replay(new, await self._stored(conn, new))
         if row is None:

@@ -15,13 +15,13 @@ import asyncpg
 
 from chatserver.auth.keys import Principal
 from chatserver.config import WebhookSettings
-from chatserver.models import iso
+from chatserver.models import WEBHOOK_TEST, iso
 from chatserver.problems import Problem, not_found
 from chatserver.security.box import SecretBox
 from chatserver.services.conversations import ConversationService
 from chatserver.store import webhooks as store
 from chatserver.webhooks.dispatcher import job_body, job_secrets
-from chatserver.webhooks.outbox import WEBHOOK_TEST, event
+from chatserver.webhooks.outbox import event
 from chatserver.webhooks.sender import AttemptResult, WebhookSender
 from chatserver.webhooks.signing import new_secret
 
@@ -132,8 +132,14 @@ class WebhookService:
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of the log, newest first, and the `before` of the next page (None on the last)."""
         await self._conversation(principal, conversation_id)
+        return await self.endpoint_deliveries(conversation_id, before, limit)
+
+    async def endpoint_deliveries(
+        self, endpoint_id: uuid.UUID, before: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """`deliveries` of any endpoint (the caller checked it may see it)."""
         async with self.pool.acquire() as conn:
-            rows = await store.list_deliveries(conn, conversation_id, before, limit + 1)
+            rows = await store.list_deliveries(conn, endpoint_id, before, limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]
             attempts = await store.list_attempts(conn, [r["id"] for r in rows])
@@ -147,8 +153,12 @@ class WebhookService:
         self, principal: Principal, conversation_id: uuid.UUID, delivery_id: uuid.UUID
     ) -> dict[str, Any]:
         await self._conversation(principal, conversation_id)
+        return await self.redeliver_to(conversation_id, delivery_id)
+
+    async def redeliver_to(self, endpoint_id: uuid.UUID, delivery_id: uuid.UUID) -> dict[str, Any]:
+        """`redeliver` for any endpoint (the caller checked it may see it)."""
         async with self.pool.acquire() as conn:
-            job = await store.get_delivery_job(conn, conversation_id, delivery_id)
+            job = await store.get_delivery_job(conn, endpoint_id, delivery_id)
         if job is None:
             raise not_found("webhook delivery")
         if not job["url"]:
@@ -159,7 +169,7 @@ class WebhookService:
             await self._record_manual(conn, delivery_id, result)
             if result.ok:
                 await store.settle_manual(conn, delivery_id)
-            row = await store.get_delivery(conn, conversation_id, delivery_id)
+            row = await store.get_delivery(conn, endpoint_id, delivery_id)
             attempts = await store.list_attempts(conn, [delivery_id])
         return delivery_json(row, attempts)
 
@@ -171,19 +181,23 @@ class WebhookService:
             endpoint = await self._endpoint(conn, conversation_id)
         if not endpoint["url"]:
             raise no_webhook()
+        return await self.test_endpoint(endpoint, {"conversation_id": conversation_id.hex})
+
+    async def test_endpoint(self, endpoint: Any, data: dict[str, Any]) -> dict[str, Any]:
+        """Send a signed `webhook.test` event to `endpoint` now, whatever its filter; log it."""
         delivery_id = uuid.uuid4()
-        payload = event(WEBHOOK_TEST, datetime.now(UTC), {"conversation_id": conversation_id.hex})
+        payload = event(WEBHOOK_TEST, datetime.now(UTC), data)
         job = {**endpoint, "id": delivery_id, "payload": payload,
                "previous_secret": _live_previous_secret(endpoint)}
         result = await self.sender.send(endpoint["url"], delivery_id.hex, job_body(job),
                                         job_secrets(job, self.box))
         async with self.pool.acquire() as conn, conn.transaction():
             await store.insert_finished(
-                conn, delivery_id, conversation_id, WEBHOOK_TEST, payload,
-                "succeeded" if result.ok else "failed",
+                conn, delivery_id, endpoint["id"], endpoint["conversation_id"], WEBHOOK_TEST,
+                payload, "succeeded" if result.ok else "failed",
             )
             attempt = await self._record_manual(conn, delivery_id, result)
-            row = await store.get_delivery(conn, conversation_id, delivery_id)
+            row = await store.get_delivery(conn, endpoint["id"], delivery_id)
         return delivery_json(row, [attempt]) | {"success": result.ok}
 
     @staticmethod

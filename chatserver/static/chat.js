@@ -92,6 +92,7 @@ export class ChatClient extends EventTarget {
     this.typingEvery = typingEvery;
     this.user = tokenUser(token);
     this.messages = new Map(); // seq -> message
+    this.runs = new Map(); // run id -> run (the copy with the highest version)
     this.lastSeq = 0; // highest seq seen: where a reconnect resumes
     this.oldestSeq = null; // lowest seq loaded: where the next older page starts
     this.hasMore = true;
@@ -112,6 +113,7 @@ export class ChatClient extends EventTarget {
     this.stopped = false;
     globalThis.addEventListener?.("online", this.retryNow);
     await this.loadOlder();
+    await this.loadRuns();
     this.connect();
     this.loadReads().catch(() => {}); // "seen by" is a nicety: without it the chat still works
   }
@@ -167,6 +169,44 @@ export class ChatClient extends EventTarget {
     }
     this.emit("history", { hasMore: this.hasMore });
     return added;
+  }
+
+  // --- runs and actions --------------------------------------------------------------------
+
+  async request(method, path, body) {
+    const response = await fetch(`${this.baseUrl}/conversations/${this.conversationId}${path}`, {
+      method, headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(`${response.status} ${data.detail ?? response.statusText}`);
+    return data;
+  }
+
+  /** The newest runs (the socket then reports every change). */
+  async loadRuns() {
+    for (const run of await this.request("GET", "/runs?limit=20")) this.acceptRun(run);
+  }
+
+  /** Ask the run's agent to stop; resolves to the run. */
+  async cancelRun(runId) {
+    const run = await this.request("POST", `/runs/${runId}/cancel`);
+    this.acceptRun(run);
+    return run;
+  }
+
+  /** Answer a message's action ({option} or {values}); resolves to the updated message. */
+  async answer(messageId, body) {
+    const message = await this.request("POST", `/messages/${messageId}/answer`, body);
+    this.accept(message, false);
+    return message;
+  }
+
+  acceptRun(run) {
+    const known = this.runs.get(run.id);
+    if (known && known.version >= run.version) return;
+    this.runs.set(run.id, run);
+    this.emit("run", { run });
   }
 
   // --- the socket --------------------------------------------------------------------------
@@ -231,6 +271,9 @@ export class ChatClient extends EventTarget {
         break;
       case "message.delta":
         this.grow(frame);
+        break;
+      case "run.updated":
+        this.acceptRun(frame.run);
         break;
       case "ready":
         this.attempt = 0;

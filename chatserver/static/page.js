@@ -4,6 +4,7 @@
 // markdown.js (raw HTML shown as text, the result sanitized by DOMPurify): never into innerHTML.
 import { ChatClient, mediaUrl } from "./chat.js";
 import { renderMarkdown } from "./markdown.js";
+import { RunPanel, actionBody } from "./runs.js";
 
 const $ = (id) => document.getElementById(id);
 const STICK_TO_BOTTOM_PX = 80;
@@ -93,7 +94,7 @@ function messageBody(message) {
   return body;
 }
 
-function messageItem(message, mine) {
+function messageItem(message, mine, answer) {
   const item = el("li", "message");
   item.dataset.seq = String(message.seq);
   item.dataset.type = message.type;
@@ -117,6 +118,7 @@ function messageItem(message, mine) {
     if (stream.state === "aborted") meta.append(el("span", "badge status", stream.reason ? `stopped: ${stream.reason}` : "stopped"));
   }
   item.append(meta, body);
+  if (message.action) item.append(actionBody(message, answer));
   return item;
 }
 
@@ -145,6 +147,12 @@ class ChatPage {
     c.addEventListener("history", (e) => this.showHistoryEnd(e.detail.hasMore));
     c.addEventListener("history", () => this.showEmpty());
     c.addEventListener("error", (e) => this.showProblem(e.detail.frame.detail));
+    this.runPanel = new RunPanel($("run"), c, (text) => this.showProblem(text));
+    c.addEventListener("run", () => this.runPanel.show());
+    this.answer = (messageId, body) => c.answer(messageId, body).catch((err) => {
+      this.showProblem(err.message);
+      throw err;
+    });
     this.log.addEventListener("scroll", () => { if (this.log.scrollTop < 40) this.older(); });
     $("older").addEventListener("click", () => this.older());
     $("composer").addEventListener("submit", (e) => { e.preventDefault(); this.send(); });
@@ -193,7 +201,7 @@ class ChatPage {
     const atBottom = this.nearBottom();
     const heightBefore = this.log.scrollHeight;
     const mine = this.isMine(message);
-    const item = messageItem(message, mine);
+    const item = messageItem(message, mine, this.answer);
     this.clearTyping(message);
     item.dataset.authorId = message.author?.id ?? message.created_by;
     const existing = this.list.querySelector(`li[data-seq="${message.seq}"]`);

@@ -12,7 +12,7 @@ import asyncpg
 COLUMNS = (
     "id, conversation_id, seq, client_id, content, content_type, filename, type, channel, "
     "status, metadata, created_by, author_id, author_kind, author_name, created_at, updated_at, "
-    "stream_state, stream_next_index, stream_reason"
+    "stream_state, stream_next_index, stream_reason, run_id, action"
 )
 
 # One statement: bump the conversation's last_seq (its row lock serialises concurrent writers, so
@@ -26,8 +26,10 @@ WITH next AS (
 """
 INSERT_MESSAGE = NEXT_SEQ + f"""
 INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
-                      channel, status, metadata, created_by, author_id, author_kind, author_name)
-SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12, $13
+                      channel, status, metadata, created_by, author_id, author_kind, author_name,
+                      run_id, action)
+SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12, $13,
+       $14, $15
 FROM next
 RETURNING {COLUMNS}
 """
@@ -123,6 +125,8 @@ class NewMessage:
     author_kind: str | None = None
     author_name: str | None = None
     stream: bool = False  # open a stream (chatserver.services.streams), not a whole message
+    run_id: uuid.UUID | None = None  # the run it belongs to (chatserver.services.runs)
+    action: dict[str, Any] | None = None  # a question to the human (needs run_id)
 
     def same_request(self, row: Any) -> bool:
         """Whether a stored message is what this request would have written (idempotent replay)."""
@@ -140,7 +144,7 @@ async def insert_message(conn: Any, new: NewMessage) -> asyncpg.Record | None:
     return await conn.fetchrow(
         INSERT_MESSAGE, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
         new.content_type, new.filename, new.type, new.status, new.metadata or {}, new.created_by,
-        new.author_id, new.author_kind, new.author_name,
+        new.author_id, new.author_kind, new.author_name, new.run_id, new.action,
     )
 
 
@@ -149,8 +153,13 @@ async def insert_messages(conn: Any, batch: list[NewMessage]) -> list[asyncpg.Re
     (False: a message already stored under that client_id; see INSERT_MESSAGES).
 
     At most one message per (conversation, client_id) in a batch."""
-    return await conn.fetch(
-        INSERT_MESSAGES, [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
+    return await conn.fetch(INSERT_MESSAGES, *insert_messages_args(batch))
+
+
+def insert_messages_args(batch: list[NewMessage]) -> tuple[list[Any], ...]:
+    """INSERT_MESSAGES' parameters: one array per column, a new id for each message."""
+    return (
+        [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
         [m.client_id for m in batch], [m.content for m in batch],
         [m.content_type for m in batch], [m.filename for m in batch], [m.type for m in batch],
         [m.status for m in batch], [m.metadata or {} for m in batch],

@@ -94,7 +94,7 @@ WITH mine AS (
            m.author_kind AS m_author_kind, m.author_name AS m_author_name,
            m.created_at AS m_created_at, m.updated_at AS m_updated_at,
            m.stream_state AS m_stream_state, m.stream_next_index AS m_stream_next_index,
-           m.stream_reason AS m_stream_reason,
+           m.stream_reason AS m_stream_reason, m.run_id AS m_run_id, m.action AS m_action,
            coalesce(m.created_at, c.created_at) AS activity_at
     FROM participants p
     JOIN conversations c ON c.id = p.conversation_id

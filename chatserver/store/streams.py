@@ -25,9 +25,9 @@ SELECT count(*) FROM messages WHERE conversation_id = $1 AND stream_state = 'ope
 INSERT_STREAM = NEXT_SEQ + f"""
 INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename, type,
                       channel, status, metadata, created_by, author_id, author_kind, author_name,
-                      stream_state, stream_next_index, stream_ends, stream_touched_at)
+                      stream_state, stream_next_index, stream_ends, stream_touched_at, run_id)
 SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7, next.channel, $8, $9, $10, $11, $12, $13, 'open',
-       0, ARRAY[char_length($4)], clock_timestamp()
+       0, ARRAY[char_length($4)], clock_timestamp(), $14
 FROM next
 RETURNING {COLUMNS}
 """
@@ -66,6 +66,14 @@ SET stream_state = $3, stream_reason = $4, content = coalesce($5, content),
 WHERE conversation_id = $1 AND id = $2 AND stream_state = 'open'
 RETURNING {COLUMNS}
 """
+SELECT_RUN_EXISTS = "SELECT 1 FROM runs WHERE id = $1 AND conversation_id = $2"
+# The open streams of a run, aborted when its cancel is requested (messages_open_streams).
+ABORT_RUN_STREAMS = f"""
+UPDATE messages
+SET stream_state = 'aborted', stream_reason = $3, updated_at = clock_timestamp()
+WHERE conversation_id = $1 AND stream_state = 'open' AND run_id = $2
+RETURNING {COLUMNS}
+"""
 # Idle streams, claimed with SKIP LOCKED so that of several instances sweeping at once each
 # aborts a stream once.
 ABORT_IDLE = f"""
@@ -95,6 +103,20 @@ class Append:
     ends: list[int]
 
 
+class UnknownRun(Exception):
+    """A stream names a run its conversation does not have."""
+
+    def __init__(self, run_id: uuid.UUID) -> None:
+        super().__init__(f"no run {run_id.hex} in this conversation")
+
+
+async def abort_run_streams(
+    conn: Any, conversation_id: uuid.UUID, run_id: uuid.UUID, reason: str
+) -> list[asyncpg.Record]:
+    """Abort the run's open streams (inside the transaction that changes the run)."""
+    return await conn.fetch(ABORT_RUN_STREAMS, conversation_id, run_id, reason)
+
+
 async def insert_stream(conn: Any, new: NewMessage, max_open: int) -> asyncpg.Record | None:
     """Open a stream; None when the conversation is gone. Raises `TooManyOpen` over `max_open`.
 
@@ -103,10 +125,13 @@ async def insert_stream(conn: Any, new: NewMessage, max_open: int) -> asyncpg.Re
         return None
     if await conn.fetchval(COUNT_OPEN, new.conversation_id) >= max_open:
         raise TooManyOpen(max_open)
+    if new.run_id is not None and await conn.fetchval(
+            SELECT_RUN_EXISTS, new.run_id, new.conversation_id) is None:
+        raise UnknownRun(new.run_id)
     return await conn.fetchrow(
         INSERT_STREAM, uuid.uuid4(), new.conversation_id, new.client_id, new.content,
         new.content_type, new.filename, new.type, new.status, new.metadata or {}, new.created_by,
-        new.author_id, new.author_kind, new.author_name,
+        new.author_id, new.author_kind, new.author_name, new.run_id,
     )
 
 

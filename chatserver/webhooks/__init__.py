@@ -1,6 +1,7 @@
 """Webhooks: the outbox rows written with each message, their signed delivery, and the log.
 
-    outbox.py       queue an event in the message's own transaction
+    events.py       every event type, and how an endpoint's event_types filter matches
+    outbox.py       queue an event for its endpoints in the change's own transaction
     endpoints.py    the per-conversation endpoint and its secret (create, rotate, enable)
     ssrf.py         which addresses a callback URL may reach
     signing.py      Standard Webhooks signatures

@@ -5,9 +5,16 @@ returns once nothing is due and nothing is in flight (for tests and one-off drai
 `LISTEN chatserver_webhooks` (a trigger notifies on every queued delivery) and polls every
 `[webhooks] poll_interval` seconds as the fallback.
 
-With `ordering = "strict"` each claim locks endpoint rows (`FOR UPDATE SKIP LOCKED`) and takes only
-the head of each endpoint's queue, and only when nothing of that endpoint is in flight or in
-backoff, so a consumer receives one conversation's deliveries one at a time, in outbox order.
+With `ordering = "strict"` each claim walks the queues round robin from where the last one
+stopped, locks endpoint rows (`FOR UPDATE SKIP LOCKED`) and takes only the head of each queue (one
+endpoint's deliveries of one conversation), and only when nothing of that queue is in flight or in
+backoff, so a consumer receives one conversation's deliveries one at a time, in outbox order; a
+team endpoint gets its conversations in parallel.
+
+Slots are shared fairly between endpoints: with n endpoints sending, each may hold at most
+`concurrency // (n + 1)` of them (at least one; half of them when it is alone), the `+ 1` keeping
+a share free for an endpoint that has nothing in flight yet. A slow or failing endpoint thus holds
+its share, not every slot, and the others keep their latency.
 Claims are leases (`locked_until`): if a dispatcher dies mid-send, its deliveries become due again
 once the lease runs out ([webhooks] timeout + LEASE_MARGIN seconds). A dispatcher that is closed
 (on SIGTERM) releases its claims instead, so they go out at once from another instance. While
@@ -18,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import uuid
+from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -77,6 +86,9 @@ class Dispatcher:
         self.lease = settings.timeout + LEASE_MARGIN
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: Counter[uuid.UUID] = Counter()  # sends per endpoint
+        # Strict claims walk the queues round robin from here (the last queue claimed).
+        self._cursor = (uuid.UUID(int=0), uuid.UUID(int=0))
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._db_down = False
@@ -89,7 +101,8 @@ class Dispatcher:
             claimed = await self._poll_or_wait_for_db()
             if claimed:
                 continue
-            if self.burst and not self._tasks:
+            # A send that ended during the claim (it set _wake) frees room the claim did not see.
+            if self.burst and not self._tasks and not self._wake.is_set():
                 return
             await self._sleep()
 
@@ -115,10 +128,23 @@ class Dispatcher:
             return 0
         jobs = await self._claim(free)
         for job in jobs:
+            endpoint_id = job["endpoint_id"]
+            self._in_flight[endpoint_id] += 1
             task = asyncio.create_task(self._deliver(job), name=f"webhook-{job['id'].hex}")
             self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(functools.partial(self._task_done, endpoint_id=endpoint_id))
         return len(jobs)
+
+    def share(self, sending: int) -> int:
+        """The most slots one endpoint may hold while `sending` endpoints (itself included) send."""
+        return max(1, self.settings.concurrency // (sending + 1))
+
+    def rooms(self) -> tuple[dict[uuid.UUID, int], int]:
+        """How many more sends each busy endpoint may start, and the room of any other."""
+        busy = len(self._in_flight)
+        share = self.share(busy)
+        return ({e: max(0, share - n) for e, n in self._in_flight.items()},
+                self.share(busy + 1))
 
     def stop_claiming(self) -> None:
         """Claim nothing more; `main()` returns, sends in flight go on until `close()`."""
@@ -157,13 +183,19 @@ class Dispatcher:
     # --- claiming ------------------------------------------------------------------------------
 
     async def _claim(self, limit: int) -> list[Any]:
+        rooms, room = self.rooms()
         async with self.pool.acquire() as conn, conn.transaction():
             if self.settings.ordering == "strict":
-                return await store.claim_heads(conn, limit, self.name, self.lease)
-            return await store.claim_due(conn, limit, self.name, self.lease)
+                jobs, self._cursor = await store.claim_heads(
+                    conn, limit, self.name, self.lease, rooms, room, self._cursor)
+                return jobs
+            return await store.claim_due(conn, limit, self.name, self.lease, rooms, room)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None], *, endpoint_id: uuid.UUID) -> None:
         self._tasks.discard(task)
+        self._in_flight[endpoint_id] -= 1
+        if self._in_flight[endpoint_id] <= 0:
+            del self._in_flight[endpoint_id]
         self._wake.set()  # a slot is free, and in strict order the next head may be ready
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery task failed", exc_info=task.exception())
@@ -207,7 +239,7 @@ class Dispatcher:
             await asyncio.sleep(self.settings.poll_interval)
 
     async def _record(self, job: Any, result: AttemptResult, decision: Decision) -> None:
-        conversation_id = job["conversation_id"]
+        endpoint_id = job["endpoint_id"]
         async with self.pool.acquire() as conn, conn.transaction():
             await store.record_attempt(
                 conn, job["id"], "scheduled", result.status_code, result.response_body,
@@ -220,26 +252,25 @@ class Dispatcher:
             if not held:
                 log.info("webhook %s: claim lost before the outcome was recorded", job["id"].hex)
             if decision.verdict is Verdict.SUCCEEDED:
-                await store.endpoint_succeeded(conn, conversation_id)
+                await store.endpoint_succeeded(conn, endpoint_id)
                 return
             self._log_failure(job, result, decision)
             if decision.verdict is Verdict.RETRY and decision.delay < self.settings.poll_interval:
                 # Come back for it on time rather than at the next poll.
                 asyncio.get_running_loop().call_later(decision.delay, self._wake.set)
             if decision.verdict is Verdict.GONE:
-                await self._disable(conn, conversation_id, "the endpoint answered 410 Gone")
+                await self._disable(conn, endpoint_id, "the endpoint answered 410 Gone")
                 return
-            failing_for = await store.endpoint_failed(conn, conversation_id)
+            failing_for = await store.endpoint_failed(conn, endpoint_id)
             if failing_for >= self.settings.disable_after:
                 await self._disable(
-                    conn, conversation_id, f"failing for {int(failing_for)} s without a success"
+                    conn, endpoint_id, f"failing for {int(failing_for)} s without a success"
                 )
 
     @staticmethod
-    async def _disable(conn: Any, conversation_id: uuid.UUID, reason: str) -> None:
-        if await store.disable_endpoint(conn, conversation_id, reason) is not None:
-            log.warning("webhook endpoint of conversation %s disabled: %s",
-                        conversation_id.hex, reason)
+    async def _disable(conn: Any, endpoint_id: uuid.UUID, reason: str) -> None:
+        if await store.disable_endpoint(conn, endpoint_id, reason) is not None:
+            log.warning("webhook endpoint %s disabled: %s", endpoint_id.hex, reason)
 
     @staticmethod
     def _log_failure(job: Any, result: AttemptResult, decision: Decision) -> None:
@@ -248,8 +279,8 @@ class Dispatcher:
                         job["id"].hex, job["conversation_id"].hex, result.error)
             return
         log.info(
-            "webhook %s to conversation %s failed (status %s%s): %s%s",
-            job["id"].hex, job["conversation_id"].hex, result.status_code,
+            "webhook %s to endpoint %s failed (status %s%s): %s%s",
+            job["id"].hex, job["endpoint_id"].hex, result.status_code,
             f", {result.error}" if result.error else "", decision.verdict,
             f" in {decision.delay:.1f} s" if decision.verdict is Verdict.RETRY else "",
         )

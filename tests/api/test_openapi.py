@@ -86,8 +86,12 @@ def existing_ids(base: str, key: str) -> dict[str, str]:
                         {"content": "seed"})
     workflow = post_json(f"{base}/workflow-conversations", key,
                          {"agent_product_id": 1, "user_id": 7, "configuration": {"running": True}})
+    endpoint = post_json(f"{base}/webhook-endpoints", key,
+                         {"url": "https://example.com/hook", "event_types": ["run.*"]})
+    run = post_json(f"{base}/conversations/{conversation['id']}/runs", key, {"agent": "helper"})
     return {"conversation_id": conversation["id"], "message_id": message["id"],
-            "id": str(workflow["id"]), "user_id": "7"}
+            "id": str(workflow["id"]), "user_id": "7", "endpoint_id": endpoint["id"],
+            "run_id": run["id"]}
 
 
 @pytest.mark.timeout(600)
@@ -169,8 +173,13 @@ async def pinned(api: Api) -> dict[str, str]:
         "POST", "/workflow-conversations",
         {"agent_product_id": 1, "user_id": 7, "configuration": {"running": True}}, expect=201)
     await api.call("PUT", f"/conversations/{cid}/participants/alice", {}, expect=201)
+    _, endpoint, _ = await api.call("POST", "/webhook-endpoints", {
+        "url": "https://example.com/hook", "event_types": ["run.*"]}, expect=201)
+    _, run, _ = await api.call("POST", f"/conversations/{cid}/runs", {"agent": "helper"},
+                               expect=201)
     return {"conversation_id": cid, "message_id": message["id"], "id": str(workflow["id"]),
-            "user_id": "7", "delivery_id": "1", "participant_id": "alice"}
+            "user_id": "7", "delivery_id": "1", "participant_id": "alice",
+            "endpoint_id": endpoint["id"], "run_id": run["id"]}
 
 
 def raw_headers(case: RawCase, key: str) -> rawhttp.Headers:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chatserver.api.middlewares import PUBLIC_ROUTES, TOKEN_ROUTES
+from chatserver.api.middlewares import PUBLIC_ROUTES, TOKEN_ROUTES, TOKEN_RUN_ROUTES
 from chatserver.api.routes import ROUTES
 from chatserver.app import create_app
 from chatserver.openapi.operations import OPERATIONS
@@ -33,14 +33,19 @@ BODIES: dict[str, Any] = {
     "update_workflow_conversation": {"agent_product_id": 666},
     "connect_to_workflow_conversation": {"intruder": True},
     "create_token": {"user": "mallory"},
+    "create_endpoint": {"url": "http://127.0.0.1:9/mallory", "event_types": ["*"]},
+    "update_endpoint": {"url": "http://127.0.0.1:9/mallory"},
     "append_deltas": {"deltas": [{"index": 0, "text": "intrusion"}]},
     "complete_stream": {"content": "intrusion"},
     "abort_stream": {"reason": "intrusion"},
     "put_participant": {"role": "observer"},
     "mark_read": {"seq": 0},
+    "create_run": {"agent": "intruder"},
+    "update_run": {"status": "failed", "error": {"code": "intrusion"}},
+    "answer_action": {"option": "yes"},
 }
 # Token routes refused to a user token (not an agent) before any lookup: the same for every id.
-AGENT_ONLY = frozenset({"update_message"})
+AGENT_ONLY = frozenset({"update_message", "create_run"})
 SOCKET_ROUTE = "conversation_socket"
 HEX = re.compile(r"[0-9a-f]{32}")
 B_USER = 424242
@@ -56,9 +61,11 @@ class Tenants:
         self.leaks: list[str] = []
         self.missing = {
             "conversation_id": uuid.uuid4().hex, "message_id": uuid.uuid4().hex,
-            "delivery_id": uuid.uuid4().hex, "id": str(2**62 + secrets.randbelow(2**40)),
+            "delivery_id": uuid.uuid4().hex, "endpoint_id": uuid.uuid4().hex,
+            "id": str(2**62 + secrets.randbelow(2**40)),
             "user_id": str(2**62 + secrets.randbelow(2**40)),
             "participant_id": f"nobody-{secrets.token_hex(8)}",
+            "run_id": uuid.uuid4().hex,
         }
 
 
@@ -73,21 +80,35 @@ async def arrange(a: Api, b: Api, receiver: Any) -> Tenants:
         "config": {"callback_url": receiver.url("/team-b-hook")}}, expect=201)
     cid = created["id"]
     message = await b.post_message(cid, "team B's private words")
+    _, run, _ = await b.call("POST", f"/conversations/{cid}/runs", {"agent": "b-agent"},
+                             expect=201)
+    await b.call("PATCH", f"/conversations/{cid}/runs/{run['id']}", {"status": "running"},
+                 expect=200)
+    asked = await b.post_message(cid, "ok?", type="AGENT_OUTPUT", run_id=run["id"],
+                                 action={"kind": "confirm", "prompt": "team B's question"})
     await b.call("PUT", f"/conversations/{cid}/participants/bea", {"name": "Bea B."}, expect=201)
-    await receiver.wait_for(1, "/team-b-hook")
+    # message, run.created, run.updated (running), message (the action), run.updated
+    await receiver.wait_for(5, "/team-b-hook")
 
     async def delivered() -> Any:
         _, items, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
         return items
 
     deliveries = await eventually(delivered)
+    _, endpoint, _ = await b.call("POST", "/webhook-endpoints", {
+        "url": receiver.url("/team-b-endpoint"), "event_types": ["*"],
+        "description": "team-b-secret-endpoint"}, expect=201)
     _, workflow, _ = await b.call("POST", "/workflow-conversations",
                                   {"agent_product_id": 7, "user_id": B_USER}, expect=201)
-    t.b = {"conversation_id": cid, "message_id": message["id"],
-           "delivery_id": deliveries[0]["id"], "id": str(workflow["id"]),
-           "user_id": str(B_USER), "participant_id": "bea"}
+    # B's message ids point at its action message: the answer route finds an action there.
+    t.b = {"conversation_id": cid, "message_id": asked["id"],
+           "delivery_id": deliveries[0]["id"], "endpoint_id": endpoint["id"],
+           "id": str(workflow["id"]),
+           "user_id": str(B_USER), "participant_id": "bea", "run_id": run["id"]}
     t.leaks = [cid, message["id"], "team B's private words", "team-b-secret-meta", "Bea B.",
-               created["webhook_secret"], "/team-b-hook", deliveries[0]["id"]]
+               run["id"], "b-agent", asked["id"], "team B's question",
+               created["webhook_secret"], "/team-b-hook", deliveries[0]["id"],
+               endpoint["id"], endpoint["secret"], "/team-b-endpoint", "team-b-secret-endpoint"]
     return t
 
 
@@ -171,7 +192,7 @@ async def test_every_route_treats_other_teams_objects_as_missing(
 
 
 def expected_status(caller: str, name: str, path: str) -> tuple[int, ...]:
-    if caller == "token" and (name not in TOKEN_ROUTES or name in AGENT_ONLY):
+    if caller == "token" and (name not in TOKEN_ROUTES | TOKEN_RUN_ROUTES or name in AGENT_ONLY):
         return (403,)  # decided before any lookup: the same for every id
     if path.startswith("/users/"):
         return (200,)  # a list filtered by team: empty, as for an unknown user
@@ -212,5 +233,8 @@ async def snapshot(b: Api, t: Tenants) -> Any:
     _, webhook, _ = await b.call("GET", f"/conversations/{cid}/webhook", expect=200)
     _, deliveries, _ = await b.call("GET", f"/conversations/{cid}/webhook-deliveries", expect=200)
     _, participants, _ = await b.call("GET", f"/conversations/{cid}/participants", expect=200)
+    _, endpoint, _ = await b.call("GET", f"/webhook-endpoints/{t.b['endpoint_id']}", expect=200)
+    endpoint = {k: v for k, v in endpoint.items() if k != "pending_deliveries"}
+    _, runs, _ = await b.call("GET", f"/conversations/{cid}/runs", expect=200)
     return (conversation, messages, workflow, webhook, [d["id"] for d in deliveries],
-            participants)
+            participants, endpoint, runs)

@@ -10,7 +10,7 @@ from chatserver.app import create_app
 from chatserver.appkeys import HUB, SUPERVISOR
 from chatserver.bus.redis import LISTENER_TASK
 from chatserver.config import Settings
-from chatserver.realtime.context import RECHECK_TASK
+from chatserver.realtime.context import RECHECK_TASK, STALE_RUNS_TASK
 from chatserver.realtime.hub import RECONCILE_TASK
 from chatserver.realtime.presence import REFRESH_TASK
 from chatserver.server.memory import TRIM_TASK
@@ -180,7 +180,7 @@ async def test_readyz_lists_every_supervised_task(
     body = await until_ready(client, listener_is("running"))
     tasks = body["tasks"]
     assert set(tasks) == {LISTENER_TASK, DISPATCHER_TASK, RECONCILE_TASK, RECHECK_TASK,
-                          REFRESH_TASK, TRIM_TASK, IDLE_SWEEP_TASK}
+                          REFRESH_TASK, TRIM_TASK, IDLE_SWEEP_TASK, STALE_RUNS_TASK}
     assert all(t["state"] == "running" and t["restarts"] == 0 for t in tasks.values())
     assert {name for name, t in tasks.items() if not t["required"]} == {LISTENER_TASK,
                                                                          REFRESH_TASK, TRIM_TASK}

@@ -24,8 +24,8 @@ async def new_conversation(db: asyncpg.Connection, *, webhook: bool = False) -> 
     await db.execute("INSERT INTO conversations (id, channel, usecase) VALUES ($1, 'API', 'x')",
                      cid)
     if webhook:
-        await db.execute("INSERT INTO webhook_endpoints (conversation_id, url, secret) "
-                         "VALUES ($1, 'http://127.0.0.1:9/hook', 's')", cid)
+        await db.execute("INSERT INTO webhook_endpoints (id, conversation_id, url, secret) "
+                         "VALUES ($1, $1, 'http://127.0.0.1:9/hook', 's')", cid)
     return cid
 
 

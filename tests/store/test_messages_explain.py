@@ -62,18 +62,11 @@ def queries(
         (store.SELECT_PAGE_DESC, (conversation, None, None, 51), "messages_seq_unique", True),
         (store.SELECT_PAGE_DESC, (conversation, 150, None, 51), "messages_seq_unique", True),
         (store.SELECT_PAGE_ASC, (conversation, None, 100, 1000), "messages_seq_unique", False),
-        (store.UPDATE_MESSAGE, (conversation, message, "read", None), "messages_pkey", False),
-        (store.INSERT_MESSAGES, insert_messages_args(batch), "messages_client_id_unique", False),
+        (store.UPDATE_MESSAGE, (conversation, message, "read", None, None), "messages_pkey",
+         False),
+        (store.INSERT_MESSAGES, store.insert_messages_args(batch), "messages_client_id_unique",
+         False),
     ]
-
-
-def insert_messages_args(batch: list[store.NewMessage]) -> tuple[Any, ...]:
-    return (
-        [uuid.uuid4() for _ in batch], [m.conversation_id for m in batch],
-        [m.client_id for m in batch], [m.content for m in batch],
-        [m.content_type for m in batch], [m.filename for m in batch], [m.type for m in batch],
-        [m.status for m in batch], [{} for _ in batch], [m.created_by for m in batch],
-    )
 
 
 @pytest.mark.parametrize("partitions", [0, PARTITIONS])

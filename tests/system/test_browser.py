@@ -30,7 +30,6 @@ from tests.system.browser_helpers import (
     WAIT_MS,
     ChatPage,
     Rest,
-    chromium,
     page_url,
     png,
     until,
@@ -41,15 +40,6 @@ INJECTION = "<img src=x onerror=alert(1)>"
 JS_TYPES = ["text/javascript", "application/javascript"]  # both load as modules
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-async def server(settings: Settings, aiohttp_server: Any) -> TestServer:
-    return await aiohttp_server(create_app(settings), host="127.0.0.1")
 
 
 def base_of(server: TestServer) -> str:

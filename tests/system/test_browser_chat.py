@@ -14,9 +14,9 @@ from pathlib import Path
 from playwright.async_api import Browser, WebSocket, expect
 
 from tests.system.browser_helpers import ARTIFACTS, WAIT_MS, ChatPage, Rest, page_url, until
-from tests.system.test_browser import browser, open_as, rest, server
+from tests.system.test_browser import open_as, rest
 
-__all__ = ["browser", "rest", "server"]  # fixtures shared with test_browser.py
+__all__ = ["rest"]  # the fixture shared with test_browser.py (browser and server: conftest.py)
 
 
 async def test_own_messages_stay_mine_after_a_reload(browser: Browser, rest: Rest) -> None:

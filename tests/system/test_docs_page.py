@@ -3,28 +3,11 @@ real headless Chromium under the page's Content-Security-Policy."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser
 
-from chatserver.app import create_app
-from chatserver.config import Settings
-from tests.system.browser_helpers import ARTIFACTS, WAIT_MS, chromium
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-async def server(settings: Settings, aiohttp_server: Any) -> TestServer:
-    return await aiohttp_server(create_app(settings), host="127.0.0.1")
+from tests.system.browser_helpers import ARTIFACTS, WAIT_MS
 
 
 async def test_docs_page_renders_the_api_document(browser: Browser, server: TestServer) -> None:

@@ -1,6 +1,7 @@
-"""Claims never read the backlog: with 40,000 finished and 40,000 queued deliveries, the strict
-claim (lock ready endpoints, claim their heads) and the best-effort claim read deliveries only by
-index, a few rows per conversation, never by a sequential scan.
+"""Claims never read the backlog: with 40,000 finished and 40,000 queued deliveries (to each
+conversation's callback endpoint and to one team endpoint), the strict claim (lock ready queues,
+claim their heads) and the best-effort claim read deliveries only by index, a few rows per queue,
+never by a sequential scan.
 
 A claim runs each time a send slot frees, so a claim that reads the backlog makes Postgres the
 bottleneck exactly when a backlog exists (BENCHMARKS.md, performance work 13).
@@ -8,13 +9,14 @@ bottleneck exactly when a backlog exists (BENCHMARKS.md, performance work 13).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
-from chatserver.store.webhooks import CLAIM_DUE, CLAIM_HEADS, LOCK_READY_ENDPOINTS
+from chatserver.store.webhooks import CLAIM_DUE, CLAIM_HEADS, READY_QUEUES
 
 CONVERSATIONS = 50
 DELIVERIES = 80_000  # the older half finished, the newer half pending
@@ -24,16 +26,21 @@ WITH c AS (
     SELECT gen_random_uuid(), 'API', 'DEFAULT' FROM generate_series(1, $1)
     RETURNING id
 ), e AS (
-    INSERT INTO webhook_endpoints (conversation_id, url, secret)
-    SELECT id, 'http://127.0.0.1:9/hook', 'whsec_x' FROM c
+    INSERT INTO webhook_endpoints (id, conversation_id, url, secret)
+    SELECT id, id, 'http://127.0.0.1:9/hook', 'whsec_x' FROM c
     RETURNING conversation_id
+), team AS (
+    INSERT INTO webhook_endpoints (id, url, secret, event_types)
+    VALUES (gen_random_uuid(), 'http://127.0.0.1:9/team', 'whsec_y', '{*}')
+    RETURNING id
 ), numbered AS (
     SELECT conversation_id, row_number() OVER () AS k FROM e
 )
-INSERT INTO webhook_deliveries (id, conversation_id, event_type, payload, status)
-SELECT gen_random_uuid(), n.conversation_id, 'message.created', '{}',
+INSERT INTO webhook_deliveries (id, endpoint_id, conversation_id, event_type, payload, status)
+SELECT gen_random_uuid(), CASE WHEN g % 2 = 0 THEN n.conversation_id ELSE team.id END,
+       n.conversation_id, 'message.created', '{}',
        CASE WHEN g <= $2 / 2 THEN 'succeeded' ELSE 'pending' END
-FROM generate_series(1, $2) AS g JOIN numbered n ON n.k = g % $1 + 1
+FROM generate_series(1, $2) AS g JOIN numbered n ON n.k = g % $1 + 1 CROSS JOIN team
 ORDER BY g
 """
 
@@ -80,16 +87,23 @@ def assert_index_only_reads(found: list[dict[str, Any]]) -> None:
     for node in on_deliveries:
         read = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
         detail = {k: v for k, v in node.items() if k != "Plans"}
-        assert read <= 20 * CONVERSATIONS, f"{read} rows read: {detail}"
+        assert read <= 40 * CONVERSATIONS, f"{read} rows read: {detail}"
 
 
 async def test_strict_claims_read_heads_only(backlog: asyncpg.Connection) -> None:
-    locked = await plan_nodes(backlog, LOCK_READY_ENDPOINTS, 20)
-    assert_index_only_reads(locked)
-    endpoints = [r["conversation_id"] for r in await backlog.fetch(
-        "SELECT conversation_id FROM webhook_endpoints LIMIT 20")]
-    assert_index_only_reads(await plan_nodes(backlog, CLAIM_HEADS, endpoints, "test", 30.0))
+    zero = uuid.UUID(int=0)
+    middle = await backlog.fetchrow(
+        "SELECT endpoint_id, conversation_id FROM webhook_deliveries WHERE status = 'pending' "
+        "ORDER BY endpoint_id, conversation_id OFFSET 20000 LIMIT 1")
+    for cursor in ((zero, zero), (middle["endpoint_id"], middle["conversation_id"])):
+        ready = await plan_nodes(backlog, READY_QUEUES, 80, *cursor, [])
+        assert_index_only_reads(ready)
+    queues = await backlog.fetch(
+        "SELECT DISTINCT endpoint_id, conversation_id FROM webhook_deliveries LIMIT 20")
+    assert_index_only_reads(await plan_nodes(
+        backlog, CLAIM_HEADS, [q["endpoint_id"] for q in queues],
+        [q["conversation_id"] for q in queues], "test", 30.0))
 
 
 async def test_best_effort_claim_skips_finished_deliveries(backlog: asyncpg.Connection) -> None:
-    assert_index_only_reads(await plan_nodes(backlog, CLAIM_DUE, 20, "test", 30.0))
+    assert_index_only_reads(await plan_nodes(backlog, CLAIM_DUE, 20, "test", 30.0, [], [], 10))

@@ -280,7 +280,7 @@ async def test_a_claim_left_by_a_dead_dispatcher_expires(
     conversation_id, _ = await hooked_conversation(api, receiver)
     await api.post_message(conversation_id, "claimed, then the claimer died")
     async with db.transaction():
-        [job] = await webhook_store.claim_heads(db, 10, "dead-dispatcher", 0.5)
+        [job], _ = await webhook_store.claim_heads(db, 10, "dead-dispatcher", 0.5, {}, 10)
     await first.close()
     second = await aiohttp_client(create_app(webhook_settings(database_url)))
     [request] = await receiver.wait_for(1)

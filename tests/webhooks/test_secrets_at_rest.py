@@ -180,3 +180,21 @@ async def test_a_process_without_the_key_refuses_to_start_on_encrypted_rows(
                 await server.start_server()
         finally:
             await server.close()
+
+
+async def test_team_endpoint_secrets_are_stored_encrypted_and_still_sign(
+    start: Any, receiver: Receiver, db: asyncpg.Connection
+) -> None:
+    api = await start(KEY_A)
+    _, endpoint, _ = await api.call("POST", "/webhook-endpoints", {
+        "url": receiver.url("/team"), "event_types": ["conversation.created"]}, expect=201)
+    stored = await db.fetchval("SELECT secret FROM webhook_endpoints WHERE id = $1",
+                               uuid.UUID(endpoint["id"]))
+    assert stored.startswith(PREFIX) and endpoint["secret"] not in stored
+    await api.create_conversation()
+    [request] = await receiver.wait_for(1, "/team")
+    assert request.verify(endpoint["secret"])["type"] == "conversation.created"
+    _, tested, _ = await api.call("POST", f"/webhook-endpoints/{endpoint['id']}/test",
+                                  expect=200)
+    assert tested["success"] is True
+    (await receiver.wait_for(2, "/team"))[1].verify(endpoint["secret"])
