@@ -65,7 +65,7 @@ class Spec:
     client: str = "picows"  # picows | aiohttp | websockets
     token: str | None = None
     publish_target: int = 0  # index into targets of the instance publishers talk to
-    via: str = "rest"  # rest | ws
+    via: str = "rest"  # rest | ws (extra publisher sockets) | members (every socket posts)
     publishers: int = 8
     rate: float | None = None  # messages/s over all rooms; None = as fast as possible
     window: int = 20
@@ -82,6 +82,8 @@ class Spec:
     uvloop: bool = True
     content_bytes: int = 0  # padding added to each message's content
     webhook_port: int = 0  # when set, receive the server's webhooks on 127.0.0.1:<port>
+    webhooks_per_message: int = 1  # endpoints each message is delivered to
+    webhook_delay_ms: float = 0.0  # the receiver answers after this long
 
 
 def _check_loopback(spec: Spec) -> None:
@@ -129,7 +131,7 @@ class Generator:
         self.behind = 0  # rate mode: sends that started over 5 ms late
         self.session: Any = None
         self.idle_http: list[RawHttp] = []  # keep-alive connections of the REST publishers
-        self.sink = WebhookSink() if spec.webhook_port else None
+        self.sink = WebhookSink(spec.webhook_delay_ms / 1000) if spec.webhook_port else None
         self.published_at = 0.0  # when the last publish was acknowledged
         every = max(1, (len(spec.rooms) * spec.per_room) // max(1, spec.sample_sockets))
         self.sample_every = every
@@ -304,6 +306,17 @@ class Generator:
         await asyncio.gather(*(self._ws_loop(pub, room, p, deadline, budget)
                                for p, (pub, room) in enumerate(pubs)))
 
+    async def publish_members(self, deadline: float) -> None:
+        """Every socket of every room posts over its own websocket, `window` sends in flight
+        each: a room of a person and an agent, both talking."""
+        budget = itertools.count()
+        for sock in self.sockets:
+            sock.waiter = asyncio.Event()
+        await asyncio.gather(*(self._ws_loop(sock, room, p, deadline, budget)
+                               for p, (sock, room) in enumerate(
+                                   zip(self.sockets, self.rooms_of, strict=True))
+                               if sock.is_ready))
+
     async def _open_publisher(self, p: int, room: int, gate: asyncio.Semaphore) -> Receiver:
         receiver = await self._open_one(self.spec.publish_target, room, gate, False)
         self.sockets.append(receiver)
@@ -367,7 +380,7 @@ class Generator:
         lost = sum(max(0, persisted[room] - s.received)
                    for s, room in zip(self.sockets, self.rooms_of, strict=True))
         if self.sink is not None:
-            lost += max(0, sum(persisted) - self.sink.received)
+            lost += max(0, self.spec.webhooks_per_message * sum(persisted) - self.sink.received)
         return lost
 
     def _per_second(self, count: int, seconds: float) -> float:
@@ -429,6 +442,8 @@ async def run_publish(gen: Generator, commands: Commands) -> None:
     deadline = start + spec.duration
     if spec.via == "ws":
         await gen.publish_ws(deadline)
+    elif spec.via == "members":
+        await gen.publish_members(deadline)
     elif spec.rate:
         await gen.publish_rate_rest(deadline)
     else:

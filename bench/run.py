@@ -166,7 +166,7 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
         env = {**scenario.ours_env, **dict(kv.split("=", 1) for kv in args.ours_env)}
         redis = scenario.instances > 1 or not args.no_redis
         side = servers.start_ours(shared, scenario.instances, env, redis=redis,
-                                  cluster=scenario.cluster)
+                                  cluster=scenario.cluster, workers=scenario.workers)
     else:
         side = servers.STARTERS[name](shared, scenario.instances)
     try:
@@ -174,11 +174,12 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
         hook_url = f"http://{servers.HOST}:{hook_port}/hook" if hook_port else None
         if scenario.team_endpoints:
             servers.create_team_endpoints(side, scenario.team_endpoints, hook_url)
-        callback = None if scenario.team_endpoints else hook_url
+        callback = hook_url if scenario.callbacks else None
         rooms = servers.create_conversations(side, scenario.rooms, callback)
         spec = {"client": args.client, "uvloop": not args.no_gen_uvloop, **scenario.spec,
                 "targets": side.targets, "rooms": rooms, "protocol": side.protocol,
-                "token": side.token, "webhook_port": hook_port}
+                "token": side.token, "webhook_port": hook_port,
+                "webhooks_per_message": int(scenario.callbacks) + scenario.team_endpoints}
         if scenario.tenants:
             spec["tenants"] = servers.create_tenants(shared, side, scenario.tenants)
         profile_dir = Path(args.profile) if args.profile else None

@@ -62,16 +62,18 @@ class Sizes:
     idle_steps: tuple[int, ...]
     room: int  # subscribers of the fan-out room
     rooms: int  # many-rooms scenario: rooms of two
+    hook_rooms: int  # webhook scenarios: conversations, each with its callback_url
+    member_rooms: int  # many small rooms where both members post over their websockets
     cluster_rooms: int  # many rooms of five, one Redis against a Redis Cluster
     write_rooms: int
     duration: float
     drain: float
 
 
-FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, cluster_rooms=500,
-             write_rooms=50, duration=10.0, drain=10.0)
-QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, cluster_rooms=100, write_rooms=10,
-              duration=2.0, drain=5.0)
+FULL = Sizes(idle_steps=(5000, 10000, 15000), room=1000, rooms=500, hook_rooms=1000,
+             member_rooms=2000, cluster_rooms=500, write_rooms=1000, duration=10.0, drain=10.0)
+QUICK = Sizes(idle_steps=(300, 600), room=200, rooms=50, hook_rooms=20, member_rooms=100,
+              cluster_rooms=100, write_rooms=10, duration=2.0, drain=5.0)
 PRIMARY_CPU = tuple((f"  Redis primary {i} CPU %", f"cpu_pct_redis{i}", DOWN) for i in (1, 2, 3))
 PRIMARY_SHARE = tuple((f"  primary {i}'s share of the publishes %", f"publish_share_{i}", UP)
                       for i in (1, 2, 3))
@@ -90,7 +92,9 @@ class Scenario:
     ours_env: dict[str, str] = field(default_factory=dict)  # settings for our server
     cluster: bool = False  # our bus on a 3-primary Redis Cluster instead of one Redis
     webhooks: bool = False  # rooms get a callback_url served by the generator
-    team_endpoints: int = 0  # with webhooks: that many team-wide endpoints instead of callback_urls
+    team_endpoints: int = 0  # with webhooks: that many team-wide endpoints
+    callbacks: bool = False  # with webhooks: every conversation has a callback_url
+    workers: int = 0  # `chatserver worker` processes deliver the webhooks (0: the server does)
     check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
     generator: str = "bench.loadgen"  # the module the runner starts as the load generator
@@ -137,6 +141,10 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
         Scenario("4", f"many rooms: {sizes.rooms} x 2, publishers spread", sizes.rooms,
                  {"per_room": 2, "window": 5, "publishers": 50, **timing},
                  (MSGS, FANOUT, PER_CPU, CPU, *CPU_PARTS, P99, LOST, GEN)),
+        Scenario("4w", f"many small rooms: {sizes.member_rooms} x 2, each socket posting over "
+                 "its websocket, one send in flight, ack after commit", sizes.member_rooms,
+                 {"per_room": 2, "window": 1, "via": "members", **timing},
+                 (MSGS, MSGS_CPU, FANOUT, CPU, *CPU_PARTS, P99, LOST, GEN), notes=not_durable),
         Scenario("5", f"cross-instance: 2 instances + Redis, 1 room x {room} split, max rate", 1,
                  {"per_room": room, "window": 20, "publishers": 8, **timing}, fan,
                  instances=2, servers=("ours", "socketio")),
@@ -151,8 +159,9 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  sizes.write_rooms,
                  {"per_room": 0, "publishers": 64, "duration": d, "drain": 3 * sizes.drain},
                  (MSGS, MSGS_CPU, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST),
-                 servers=("ours",), webhooks=True,
+                 servers=("ours",), webhooks=True, callbacks=True,
                  ours_env={"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8"}),
+        *_webhook_scenarios(sizes),
         Scenario("6e", "write path: REST posts, 8 concurrent, one team with 50 team-wide "
                  "webhook endpoints (message.created): 50 deliveries per message",
                  sizes.write_rooms,
@@ -192,4 +201,30 @@ def _cluster_scenarios(sizes: Sizes, fan: tuple[tuple[str, str, str], ...],
         Scenario("7c", f"many rooms: {rooms} x 5 on 2 instances + a 3-primary Redis Cluster",
                  rooms, many, (*many_figures, *PRIMARY_CPU, *PRIMARY_SHARE), instances=2,
                  servers=("ours",), cluster=True),
+    ]
+
+
+def _webhook_scenarios(sizes: Sizes) -> list[Scenario]:
+    """Webhooks that keep up (issue 19.3): every conversation has a callback_url and the team one
+    endpoint, two deliveries per message, the receiver answers after 5 ms; at a fixed 1,000
+    messages/s, then as fast as the posters go with the dispatcher in the server, in one
+    `chatserver worker`, in two."""
+    rooms, d = sizes.hook_rooms, sizes.duration
+    base = {"per_room": 0, "webhook_delay_ms": 5.0, "duration": d, "drain": 3 * sizes.drain}
+    figures = (MSGS, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST)
+    common: dict[str, Any] = {
+        "servers": ("ours",), "webhooks": True, "callbacks": True, "team_endpoints": 1,
+        "ours_env": {"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8",
+                     # 5 ms per request: 20 in flight (the default) would cap 4,000/s.
+                     "CHATSERVER_WEBHOOKS_CONCURRENCY": "100"}}
+    what = (f"{rooms} conversations with a callback_url each plus one team-wide endpoint, "
+            "receiver answers in 5 ms")
+    return [
+        Scenario("6r", f"webhooks at 1,000 messages/s (REST): {what}", rooms,
+                 {**base, "rate": 1000.0}, figures, **common),
+        Scenario("6m", f"webhooks at full speed (REST, 64 posters): {what}", rooms,
+                 {**base, "publishers": 64}, figures, **common),
+        *(Scenario(f"6m{n}", f"6m with the dispatcher in {n} `chatserver worker` process(es)",
+                   rooms, {**base, "publishers": 64}, figures, workers=n, **common)
+          for n in (1, 2)),
     ]

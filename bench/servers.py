@@ -220,19 +220,20 @@ class ServerSide:
     helpers: dict[str, int] = field(default_factory=dict)  # "postgres" / "redis" -> pid
     token: str | None = None
     cluster: RedisCluster | None = None  # when the bus is a Redis Cluster
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # `chatserver worker`
 
     @property
     def targets(self) -> list[str]:
         return [f"ws://{HOST}:{port}" for port in self.ports]
 
     def cpu_pids(self) -> list[int]:
-        return [p.pid for p in self.procs] + list(self.helpers.values())
+        return self.rss_pids() + list(self.helpers.values())
 
     def rss_pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        return [p.pid for p in (*self.procs, *self.workers)]
 
     def close(self) -> None:
-        for proc in self.procs:
+        for proc in (*self.procs, *self.workers):
             stop(proc)
 
 
@@ -327,10 +328,13 @@ def create_tenants(shared: Shared, side: ServerSide, count: int) -> list[dict[st
 
 
 def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = None,
-               redis: bool = True, cluster: bool = False) -> ServerSide:
+               redis: bool = True, cluster: bool = False, workers: int = 0) -> ServerSide:
     """`instances` processes of `chatserver serve` on one Postgres (and Redis unless told not;
-    a 3-primary Redis Cluster with `cluster`)."""
+    a 3-primary Redis Cluster with `cluster`); with `workers`, that many `chatserver worker`
+    processes deliver the webhooks instead of the servers."""
     env = _ours_env(shared, redis and not cluster, env or {})
+    if workers:
+        env["CHATSERVER_WEBHOOKS_RUN_IN_SERVER"] = "false"
     if cluster:
         env.update(CHATSERVER_REDIS_URL=shared.need_cluster().url, CHATSERVER_REDIS_CLUSTER="true")
     token = _ours_key(shared, env)
@@ -342,15 +346,17 @@ def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = 
                            shared.core, log, env, shared.ours_src))
         ports.append(port)
         wait_http(f"http://{HOST}:{port}/healthz", procs[-1], log)
+    side_workers = [spawn(_chatserver("worker"), shared.core, shared.workdir / f"worker-{i}.log",
+                          env, shared.ours_src) for i in range(workers)]
     helpers = {"postgres": shared.need_postgres().pid}
     if cluster:
         nodes = shared.need_cluster()
         helpers.update({f"redis:{port}": proc.pid
                         for port, proc in zip(nodes.ports, nodes.procs, strict=True)})
-        return ServerSide("ours", "chat", procs, ports, helpers, token, nodes)
+        return ServerSide("ours", "chat", procs, ports, helpers, token, nodes, side_workers)
     if redis:
         helpers["redis"] = shared.need_redis().proc.pid
-    return ServerSide("ours", "chat", procs, ports, helpers, token)
+    return ServerSide("ours", "chat", procs, ports, helpers, token, workers=side_workers)
 
 
 def create_conversations(side: ServerSide, count: int, callback_url: str | None = None

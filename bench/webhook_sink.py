@@ -1,11 +1,13 @@
 """The webhook receiver of the write-path scenario: runs inside the load generator (client side).
 
-It answers every POST with 204 at once and counts it; the message's publish time travels in its
+It answers every POST with 204 (after `delay` seconds, a receiver that does some work) and counts
+it; the message's publish time travels in its
 content (`~t<monotonic ns>~`), so it also measures publish -> webhook received.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from array import array
 
@@ -15,13 +17,16 @@ from bench.clients import END, MARK
 
 
 class WebhookSink:
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
         self.received = 0
         self.latencies: array = array("q")
         self.runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         i = body.find(MARK)
         if i >= 0:
             self.received += 1
