@@ -40,6 +40,7 @@ POST_FIELDS = ("content", "content_type", "filename", "status", "metadata", "cli
 PATCH_FIELDS = ("status", "metadata")
 CLIENT_ID_MAX = 200
 TEAMS_CACHED = 100_000
+ABSENT = object()  # a stored row without `input_policy` (not from a batch's insert)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ class RunLinks(Protocol):
     async def before_input(self, new: NewMessage) -> InputDuringRun: ...
 
     async def after_input(self, policy: InputDuringRun, message: dict[str, Any]) -> None: ...
+
+    def input_policy_read(self, conversation_id: uuid.UUID, value: str | None) -> None: ...
 
 
 def _run_link(
@@ -233,6 +236,9 @@ class MessageService:
             raise not_found()
         if not stored.created:
             return replay(new, stored.row)
+        read = stored.row.get("input_policy", ABSENT)  # read by a batch's insert
+        if self.runs is not None and read is not ABSENT:
+            self.runs.input_policy_read(new.conversation_id, read)
         message = message_json(stored.row)
         await self.events.message_created(message)
         if self.runs is not None and policy is not None:

@@ -319,6 +319,10 @@ class RunService:
             return InputDuringRun.ALLOW
         return await self.inputs.check(new.conversation_id)
 
+    def input_policy_read(self, conversation_id: uuid.UUID, value: str | None) -> None:
+        """A policy read on the way (by the statement that stored a message)."""
+        self.inputs.remember(conversation_id, value)
+
     async def after_input(self, policy: InputDuringRun, message: dict[str, Any]) -> None:
         """`interrupt`: the message is stored; cancel is requested on every working run."""
         if policy is not InputDuringRun.INTERRUPT:

@@ -69,7 +69,8 @@ bumped AS (
     UPDATE conversations c SET last_seq = c.last_seq + counts.n
     FROM counts JOIN locked ON locked.id = counts.conversation_id
     WHERE c.id = counts.conversation_id
-    RETURNING c.id, c.last_seq - counts.n AS base, c.channel
+    RETURNING c.id, c.last_seq - counts.n AS base, c.channel,
+              c.config ->> 'on_input_during_run' AS input_policy
 ),
 inserted AS (
     INSERT INTO messages (id, conversation_id, seq, client_id, content, content_type, filename,
@@ -82,9 +83,10 @@ inserted AS (
     FROM fresh f JOIN bumped b ON b.id = f.conversation_id
     RETURNING {COLUMNS}
 )
-SELECT true AS created, * FROM inserted
+SELECT true AS created, i.*, b.input_policy
+FROM inserted i JOIN bumped b ON b.id = i.conversation_id
 UNION ALL
-SELECT false AS created, * FROM stored
+SELECT false AS created, s.*, NULL FROM stored s
 """
 SELECT_BY_CLIENT_ID = f"""
 SELECT {COLUMNS} FROM messages WHERE conversation_id = $1 AND client_id = $2

@@ -28,6 +28,9 @@ FOR NO KEY UPDATE
 SELECT_POLICY = """
 SELECT config ->> 'on_input_during_run' FROM conversations WHERE id = $1
 """
+SELECT_POLICIES = """
+SELECT id, config ->> 'on_input_during_run' AS policy FROM conversations WHERE id = ANY($1::uuid[])
+"""
 INSERT_RUN = f"""
 INSERT INTO runs (id, conversation_id, agent, status, input_seq, metadata, queued_behind, seq,
                   created_by)
@@ -123,6 +126,10 @@ async def lock_conversation(
 
 async def get_policy(conn: Any, conversation_id: uuid.UUID) -> str | None:
     return await conn.fetchval(SELECT_POLICY, conversation_id)
+
+
+async def get_policies(conn: Any, conversation_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_POLICIES, conversation_ids)
 
 
 async def create_run(
