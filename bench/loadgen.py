@@ -129,6 +129,7 @@ class Generator:
         self.persisted = [0] * len(spec.rooms)  # acknowledged (2xx / ack frame) per room
         self.http_errors = 0
         self.behind = 0  # rate mode: sends that started over 5 ms late
+        self.stalled = 0  # websocket publishers that stopped: no ack within `drain` seconds
         self.session: Any = None
         self.idle_http: list[RawHttp] = []  # keep-alive connections of the REST publishers
         self.sink = WebhookSink(spec.webhook_delay_ms / 1000) if spec.webhook_port else None
@@ -329,19 +330,28 @@ class Generator:
 
     async def _ws_loop(self, pub: Receiver, room: int, p: int, deadline: float,
                        budget: itertools.count) -> None:
-        assert pub.waiter is not None
         for k in itertools.count():
             if time.monotonic() >= deadline or next(budget) >= self.spec.max_messages:
                 break
-            while k - pub.acked >= self.spec.window:
-                pub.waiter.clear()
-                await asyncio.wait_for(pub.waiter.wait(), self.spec.drain)
+            if not await self._acked_within_window(pub, k):
+                self.stalled += 1  # no ack within the drain time: this socket stops sending
+                break
             self.published[room] += 1
             pub.send_text(self._ws_frame(f"{p}-{k}", k))
         end = time.monotonic() + self.spec.drain
         while pub.acked < k and time.monotonic() < end:
             await asyncio.sleep(POLL)
         self.persisted[room] += pub.acked
+
+    async def _acked_within_window(self, pub: Receiver, k: int) -> bool:
+        assert pub.waiter is not None
+        try:
+            while k - pub.acked >= self.spec.window:
+                pub.waiter.clear()
+                await asyncio.wait_for(pub.waiter.wait(), self.spec.drain)
+        except TimeoutError:
+            return False
+        return True
 
     def _ws_frame(self, client_id: str, k: int) -> bytes:
         body = {"type": "message", "content": self._content(), "client_id": client_id}
@@ -409,7 +419,8 @@ class Generator:
             "deliveries_per_s": round(deliveries / elapsed, 1) if elapsed else 0.0,
             "messages_per_s": self._per_second(sum(self.persisted), self.published_at),
             **lat, "gen_cpu": round(cpu, 3), "gen_saturated": cpu >= SATURATED,
-            "behind_schedule": self.behind, "http_errors": self.http_errors,
+            "behind_schedule": self.behind, "stalled_publishers": self.stalled,
+            "http_errors": self.http_errors,
             "error_frames": self.tally.errors, **self._webhooks(elapsed),
         }
 

@@ -9,6 +9,7 @@ server, and at the end prints one table: ours, each peer, and ours ÷ peer.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 
 from bench import order, profile, servers
+from bench.fsync_probe import FsyncProbe
 from bench.scenarios import FULL, QUICK, Scenario, scenarios
 from bench.stats import rss_bytes, tree_cpu_seconds
 
@@ -33,9 +35,11 @@ class Measurement:
     """Drives one load generator process and collects what the server side did meanwhile."""
 
     def __init__(self, side: servers.ServerSide, scenario: Scenario,
-                 profile_dir: Path | None = None, profile_core: str | None = None) -> None:
+                 profile_dir: Path | None = None, profile_core: str | None = None,
+                 fsync_probe: FsyncProbe | None = None) -> None:
         self.side = side
         self.scenario = scenario
+        self.fsync_probe = fsync_probe
         self.profile_dir = profile_dir
         self.profile_core = profile_core
         self.profilers: list[tuple[Path, subprocess.Popen[bytes]]] = []
@@ -49,11 +53,15 @@ class Measurement:
         kind = event.pop("event")
         if kind == "connected":
             self._start_profilers()
+            if self.fsync_probe is not None:
+                self.fsync_probe.start()
             self.parts0 = self._cpu_parts()
             self.spublish0 = self.side.cluster.spublish_calls() if self.side.cluster else {}
             self.cpu0, self.t0 = tree_cpu_seconds(self.side.cpu_pids()), time.monotonic()
             reply("go")
         elif kind == "measured":
+            if self.fsync_probe is not None:
+                self.figures.update(self.fsync_probe.stop())
             cpu = tree_cpu_seconds(self.side.cpu_pids()) - self.cpu0
             wall = time.monotonic() - self.t0
             self.figures.update(server_cpu_s=round(cpu, 2),
@@ -183,7 +191,9 @@ def run_one(scenario: Scenario, name: str, shared: servers.Shared,
         if scenario.tenants:
             spec["tenants"] = servers.create_tenants(shared, side, scenario.tenants)
         profile_dir = Path(args.profile) if args.profile else None
-        measurement = Measurement(side, scenario, profile_dir, args.gen_core)
+        probe = FsyncProbe(shared.need_postgres().data_dir) \
+            if scenario.fsync_probe and name == "ours" else None
+        measurement = Measurement(side, scenario, profile_dir, args.gen_core, probe)
         time.sleep(SETTLE)
         measurement.rss0 = rss_bytes(side.rss_pids())
         run_generator(spec, args.gen_core, measurement, _budget(scenario))
@@ -273,6 +283,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="our single-instance scenarios on the in-process bus")
     parser.add_argument("--profile", metavar="DIR",
                         help="record the server processes with py-spy into DIR and summarize")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each scenario this many times (rows <id>#1, <id>#2, ...)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser.parse_args(argv)
@@ -287,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     wanted = [s for s in args.scenarios.split(",") if s]
     chosen = [sc for sc in every if not wanted or sc.id in wanted]
+    if args.repeat > 1:
+        chosen = [dataclasses.replace(sc, id=f"{sc.id}#{k}") for sc in chosen
+                  for k in range(1, args.repeat + 1)]
     names = [n for n in args.servers.split(",") if n]
     shared = servers.Shared.create(args.server_core, not args.no_peer_uvloop, args.ours_src)
     results: dict[str, dict[str, dict[str, Any]]] = {}

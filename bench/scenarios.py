@@ -19,6 +19,8 @@ CPU_PARTS = (("  of which server processes %", "cpu_pct_server", DOWN),
 P50, P99, MAX = ("p50 ms", "p50_ms", DOWN), ("p99 ms", "p99_ms", DOWN), ("max ms", "max_ms", DOWN)
 LOST = ("lost deliveries", "lost", DOWN)
 GEN = ("generator core % (>= 90: figure measures the client)", "gen_cpu_pct", DOWN)
+FSYNC = (("fsync p50 ms (probe on Postgres's disk)", "fsync_p50_ms", DOWN),
+         ("fsync p99 ms", "fsync_p99_ms", DOWN), ("fsync max ms", "fsync_max_ms", DOWN))
 MSGS = ("messages/s persisted (acked)", "messages_per_s", UP)
 MSGS_CPU = ("messages per server CPU-s", "messages_per_cpu_s", UP)
 HOOKS = ("webhooks received/s", "webhooks_per_s", UP)
@@ -95,6 +97,7 @@ class Scenario:
     team_endpoints: int = 0  # with webhooks: that many team-wide endpoints
     callbacks: bool = False  # with webhooks: every conversation has a callback_url
     workers: int = 0  # `chatserver worker` processes deliver the webhooks (0: the server does)
+    fsync_probe: bool = False  # ours: time fdatasync on Postgres's disk beside (bench.fsync_probe)
     check_order: bool = False  # our server: page the history, count per-publisher inversions
     notes: dict[str, str] = field(default_factory=dict)
     generator: str = "bench.loadgen"  # the module the runner starts as the load generator
@@ -137,7 +140,8 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                  check_order=True,  # the publisher is a socket beyond the room's subscribers
                  ours_env={"CHATSERVER_LIMITS_MAX_SOCKETS_PER_CONVERSATION": str(room + 1)}),
         Scenario("3", f"fixed rate: 50 msg/s into 1 room x {room}", 1,
-                 {"per_room": room, "rate": 50.0, **timing}, (P50, P99, MAX, FANOUT, CPU, LOST)),
+                 {"per_room": room, "rate": 50.0, **timing},
+                 (P50, P99, MAX, FANOUT, CPU, LOST, *FSYNC), fsync_probe=True),
         Scenario("4", f"many rooms: {sizes.rooms} x 2, publishers spread", sizes.rooms,
                  {"per_room": 2, "window": 5, "publishers": 50, **timing},
                  (MSGS, FANOUT, PER_CPU, CPU, *CPU_PARTS, P99, LOST, GEN)),
