@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench import order, profile, servers
+from bench import order, pgstats, profile, servers
 from bench.fsync_probe import FsyncProbe
 from bench.scenarios import FULL, QUICK, Scenario, scenarios
 from bench.stats import rss_bytes, tree_cpu_seconds
@@ -48,29 +48,15 @@ class Measurement:
         self.cpu0 = self.t0 = 0.0
         self.parts0: dict[str, float] = {}
         self.spublish0: dict[str, int] = {}
+        self.pg0: dict[str, int] = {}
 
     def on_event(self, event: dict[str, Any], reply: Any) -> None:
         kind = event.pop("event")
         if kind == "connected":
-            self._start_profilers()
-            if self.fsync_probe is not None:
-                self.fsync_probe.start()
-            self.parts0 = self._cpu_parts()
-            self.spublish0 = self.side.cluster.spublish_calls() if self.side.cluster else {}
-            self.cpu0, self.t0 = tree_cpu_seconds(self.side.cpu_pids()), time.monotonic()
+            self._on_connected()
             reply("go")
         elif kind == "measured":
-            if self.fsync_probe is not None:
-                self.figures.update(self.fsync_probe.stop())
-            cpu = tree_cpu_seconds(self.side.cpu_pids()) - self.cpu0
-            wall = time.monotonic() - self.t0
-            self.figures.update(server_cpu_s=round(cpu, 2),
-                                server_cpu_pct=round(100 * cpu / wall, 1))
-            for part, seconds in self._cpu_parts().items():
-                spent = seconds - self.parts0.get(part, 0.0)
-                self.figures[f"cpu_pct_{part}"] = round(100 * spent / wall, 1)
-            if self.side.cluster:
-                self._publish_shares(self.side.cluster.spublish_calls())
+            self._on_measured()
         elif kind == "step":
             self.figures[f"kib_at_{event['sockets']}"] = self._kib_per_socket(event["ready"])
             reply("next")
@@ -79,6 +65,32 @@ class Measurement:
             reply("next")
         elif kind == "result":
             self.figures = {**event, **self.figures}
+
+    def _on_connected(self) -> None:
+        """The measured window starts: profilers, probes and the counters read at its start."""
+        self._start_profilers()
+        if self.fsync_probe is not None:
+            self.fsync_probe.start()
+        self.parts0 = self._cpu_parts()
+        if self.side.dsn:
+            self.pg0 = pgstats.snapshot(self.side.dsn)
+        self.spublish0 = self.side.cluster.spublish_calls() if self.side.cluster else {}
+        self.cpu0, self.t0 = tree_cpu_seconds(self.side.cpu_pids()), time.monotonic()
+
+    def _on_measured(self) -> None:
+        cpu = tree_cpu_seconds(self.side.cpu_pids()) - self.cpu0
+        wall = time.monotonic() - self.t0
+        if self.fsync_probe is not None:
+            self.figures.update(self.fsync_probe.stop())
+        self.figures.update(server_cpu_s=round(cpu, 2),
+                            server_cpu_pct=round(100 * cpu / wall, 1))
+        for part, seconds in self._cpu_parts().items():
+            spent = seconds - self.parts0.get(part, 0.0)
+            self.figures[f"cpu_pct_{part}"] = round(100 * spent / wall, 1)
+        if self.side.cluster:
+            self._publish_shares(self.side.cluster.spublish_calls())
+        if self.side.dsn:  # last: its own query is not counted
+            self.figures.update(pgstats.change(self.pg0, pgstats.snapshot(self.side.dsn), wall))
 
     def _publish_shares(self, calls: dict[str, int]) -> None:
         """Each primary's share of the SPUBLISH commands run while measuring (n-th primary)."""
@@ -132,6 +144,8 @@ class Measurement:
         if cpu:
             f["deliveries_per_cpu_s"] = round(f.get("deliveries", 0) / cpu)
             f["messages_per_cpu_s"] = round(f.get("persisted", 0) / cpu)
+        if f.get("webhooks") and "pg_outbox_index_reads" in f:
+            f["pg_outbox_reads_per_webhook"] = round(f["pg_outbox_index_reads"] / f["webhooks"], 1)
         return f
 
 

@@ -21,6 +21,10 @@ LOST = ("lost deliveries", "lost", DOWN)
 GEN = ("generator core % (>= 90: figure measures the client)", "gen_cpu_pct", DOWN)
 FSYNC = (("fsync p50 ms (probe on Postgres's disk)", "fsync_p50_ms", DOWN),
          ("fsync p99 ms", "fsync_p99_ms", DOWN), ("fsync max ms", "fsync_max_ms", DOWN))
+PG = (("Postgres commits/s", "pg_commits_per_s", DOWN),
+      ("Postgres rows written per commit", "pg_rows_per_commit", UP))
+OUTBOX_READS = ("outbox index entries read per webhook received", "pg_outbox_reads_per_webhook",
+                DOWN)
 MSGS = ("messages/s persisted (acked)", "messages_per_s", UP)
 MSGS_CPU = ("messages per server CPU-s", "messages_per_cpu_s", UP)
 HOOKS = ("webhooks received/s", "webhooks_per_s", UP)
@@ -148,7 +152,8 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
         Scenario("4w", f"many small rooms: {sizes.member_rooms} x 2, each socket posting over "
                  "its websocket, one send in flight, ack after commit", sizes.member_rooms,
                  {"per_room": 2, "window": 1, "via": "members", **timing},
-                 (MSGS, MSGS_CPU, FANOUT, CPU, *CPU_PARTS, P99, LOST, GEN), notes=not_durable),
+                 (MSGS, MSGS_CPU, FANOUT, CPU, *CPU_PARTS, P99, LOST, GEN, *PG),
+                 notes=not_durable),
         Scenario("5", f"cross-instance: 2 instances + Redis, 1 room x {room} split, max rate", 1,
                  {"per_room": room, "window": 20, "publishers": 8, **timing}, fan,
                  instances=2, servers=("ours", "socketio")),
@@ -215,7 +220,7 @@ def _webhook_scenarios(sizes: Sizes) -> list[Scenario]:
     `chatserver worker`, in two."""
     rooms, d = sizes.hook_rooms, sizes.duration
     base = {"per_room": 0, "webhook_delay_ms": 5.0, "duration": d, "drain": 3 * sizes.drain}
-    figures = (MSGS, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST)
+    figures = (MSGS, CPU, *CPU_PARTS, HOOKS, HOOK_P50, HOOK_P99, LOST, *PG, OUTBOX_READS)
     common: dict[str, Any] = {
         "servers": ("ours",), "webhooks": True, "callbacks": True, "team_endpoints": 1,
         "ours_env": {"CHATSERVER_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8",
