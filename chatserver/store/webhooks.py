@@ -28,10 +28,11 @@ DELIVERY_COLUMNS = (
 ATTEMPT_COLUMNS = (
     "delivery_id, attempt, trigger, status_code, response_body, error, duration_ms, created_at"
 )
-# What a sender needs: the delivery, the endpoint's URL and its signing secrets.
+# What a sender needs: the delivery, the endpoint's URL and its signing secrets (and whether the
+# endpoint was failing when claimed: only then does a success have a failure streak to end).
 JOB_COLUMNS = (
     "d.id, d.endpoint_id, d.conversation_id, d.event_type, d.payload, d.scheduled_failures, "
-    "e.url, e.secret, "
+    "e.url, e.secret, e.failing_since IS NOT NULL AS endpoint_failing, "
     "CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret"
 )
 
@@ -267,13 +268,21 @@ INSERT INTO webhook_attempts (delivery_id, attempt, trigger, status_code, respon
 SELECT $1, attempt_count, $2, $3, $4, $5, $6 FROM bumped
 RETURNING {ATTEMPT_COLUMNS}
 """
-# A scheduled attempt's outcome, applied only while this dispatcher's claim holds.
+# A scheduled attempt's outcome and its log entry in one statement (one new version of the
+# delivery row), applied only while this dispatcher's claim holds: nothing is written otherwise.
 FINISH_SCHEDULED = """
-UPDATE webhook_deliveries
-SET status = $3, next_attempt_at = now() + make_interval(secs => $4),
-    scheduled_failures = scheduled_failures + $5, locked_by = NULL, locked_until = NULL,
-    finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE clock_timestamp() END
-WHERE id = $1 AND locked_by = $2 AND status = 'pending'
+WITH finished AS (
+    UPDATE webhook_deliveries
+    SET attempt_count = attempt_count + 1, status = $3,
+        next_attempt_at = now() + make_interval(secs => $4),
+        scheduled_failures = scheduled_failures + $5, locked_by = NULL, locked_until = NULL,
+        finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE clock_timestamp() END
+    WHERE id = $1 AND locked_by = $2 AND status = 'pending'
+    RETURNING attempt_count
+)
+INSERT INTO webhook_attempts (delivery_id, attempt, trigger, status_code, response_body, error,
+                              duration_ms)
+SELECT $1, attempt_count, 'scheduled', $6, $7, $8, $9 FROM finished
 """
 # A manual attempt that succeeded settles the delivery (and so releases the queue behind it).
 SETTLE_MANUAL = """
@@ -542,13 +551,15 @@ async def record_attempt(
 
 async def finish_scheduled(
     conn: Any, delivery_id: uuid.UUID, worker: str, status: str, delay_seconds: float,
-    failed: bool,
+    failed: bool, status_code: int, response_body: str, error: str | None, duration_ms: int,
 ) -> bool:
-    """Apply a scheduled attempt's outcome; False if the claim was lost meanwhile."""
+    """Apply a scheduled attempt's outcome and log the attempt; False (nothing written) if the
+    claim was lost meanwhile."""
     done = await conn.execute(
-        FINISH_SCHEDULED, delivery_id, worker, status, delay_seconds, int(failed)
+        FINISH_SCHEDULED, delivery_id, worker, status, delay_seconds, int(failed), status_code,
+        response_body, error, duration_ms,
     )
-    return done != "UPDATE 0"
+    return done != "INSERT 0 0"
 
 
 async def settle_manual(conn: Any, delivery_id: uuid.UUID) -> None:

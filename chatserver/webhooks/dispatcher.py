@@ -240,32 +240,47 @@ class Dispatcher:
 
     async def _record(self, job: Any, result: AttemptResult, decision: Decision) -> None:
         endpoint_id = job["endpoint_id"]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await store.record_attempt(
-                conn, job["id"], "scheduled", result.status_code, result.response_body,
-                result.error, result.duration_ms,
-            )
-            held = await store.finish_scheduled(
-                conn, job["id"], self.name, _STATUS[decision.verdict], decision.delay,
-                failed=decision.verdict is not Verdict.SUCCEEDED,
-            )
-            if not held:
-                log.info("webhook %s: claim lost before the outcome was recorded", job["id"].hex)
-            if decision.verdict is Verdict.SUCCEEDED:
-                await store.endpoint_succeeded(conn, endpoint_id)
+        succeeded = decision.verdict is Verdict.SUCCEEDED
+        async with self.pool.acquire() as conn:
+            if succeeded and not job["endpoint_failing"]:
+                await self._finish(conn, job, result, decision)  # the usual case: one statement
                 return
-            self._log_failure(job, result, decision)
-            if decision.verdict is Verdict.RETRY and decision.delay < self.settings.poll_interval:
-                # Come back for it on time rather than at the next poll.
-                asyncio.get_running_loop().call_later(decision.delay, self._wake.set)
-            if decision.verdict is Verdict.GONE:
-                await self._disable(conn, endpoint_id, "the endpoint answered 410 Gone")
-                return
-            failing_for = await store.endpoint_failed(conn, endpoint_id)
-            if failing_for >= self.settings.disable_after:
-                await self._disable(
-                    conn, endpoint_id, f"failing for {int(failing_for)} s without a success"
-                )
+            async with conn.transaction():
+                await self._finish(conn, job, result, decision)
+                if succeeded:
+                    await store.endpoint_succeeded(conn, endpoint_id)
+                    return
+                await self._record_failure(conn, job, result, decision)
+
+    async def _finish(
+        self, conn: Any, job: Any, result: AttemptResult, decision: Decision
+    ) -> None:
+        """The delivery's new state and its attempt; a lost claim only logs the attempt."""
+        attempt = (result.status_code, result.response_body, result.error, result.duration_ms)
+        if await store.finish_scheduled(
+            conn, job["id"], self.name, _STATUS[decision.verdict], decision.delay,
+            decision.verdict is not Verdict.SUCCEEDED, *attempt,
+        ):
+            return
+        log.info("webhook %s: claim lost before the outcome was recorded", job["id"].hex)
+        await store.record_attempt(conn, job["id"], "scheduled", *attempt)
+
+    async def _record_failure(
+        self, conn: Any, job: Any, result: AttemptResult, decision: Decision
+    ) -> None:
+        endpoint_id = job["endpoint_id"]
+        self._log_failure(job, result, decision)
+        if decision.verdict is Verdict.RETRY and decision.delay < self.settings.poll_interval:
+            # Come back for it on time rather than at the next poll.
+            asyncio.get_running_loop().call_later(decision.delay, self._wake.set)
+        if decision.verdict is Verdict.GONE:
+            await self._disable(conn, endpoint_id, "the endpoint answered 410 Gone")
+            return
+        failing_for = await store.endpoint_failed(conn, endpoint_id)
+        if failing_for >= self.settings.disable_after:
+            await self._disable(
+                conn, endpoint_id, f"failing for {int(failing_for)} s without a success"
+            )
 
     @staticmethod
     async def _disable(conn: Any, endpoint_id: uuid.UUID, reason: str) -> None:

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -57,7 +58,9 @@ async def _succeeded(api: Api, conversation_id: str) -> list[dict[str, Any]] | N
     return items if items and all(d["status"] == "succeeded" for d in items) else None
 
 
-async def test_failing_twice_then_succeeding_keeps_the_webhook_id(api: Api, receiver: Receiver):
+async def test_failing_twice_then_succeeding_keeps_the_webhook_id(
+    api: Api, receiver: Receiver, db: Any
+) -> None:
     receiver.then("/hook", status(500), status(503))
     conversation_id, secret = await hooked_conversation(api, receiver)
     await api.post_message(conversation_id, "retry me")
@@ -72,6 +75,9 @@ async def test_failing_twice_then_succeeding_keeps_the_webhook_id(api: Api, rece
     assert attempts[0]["response_body"] == "status 500"
     assert all(a["duration_ms"] >= 0 for a in attempts)
     assert delivery["next_attempt_at"] is None
+    # The success ended the endpoint's failure streak.
+    assert await db.fetchval("SELECT failing_since FROM webhook_endpoints "
+                             "WHERE conversation_id = $1", uuid.UUID(conversation_id)) is None
 
 
 async def test_message_update_sends_message_updated(api: Api, receiver: Receiver):
