@@ -109,6 +109,7 @@ class WebhookSettings:
     disable_after: float = 432000.0
     secret_grace_period: float = 86400.0
     concurrency: int = 20
+    claim_gather: float = 0.005
     poll_interval: float = 1.0
     response_body_max: int = 20480
     max_endpoints_per_team: int = 100

@@ -15,6 +15,8 @@ Slots are shared fairly between endpoints: with n endpoints sending, each may ho
 `concurrency // (n + 1)` of them (at least one; half of them when it is alone), the `+ 1` keeping
 a share free for an endpoint that has nothing in flight yet. A slow or failing endpoint thus holds
 its share, not every slot, and the others keep their latency.
+A busy dispatcher (over three quarters of its slots sending) waits `[webhooks] claim_gather`
+seconds after a send ends before it claims, so one claim fills the slots freed meanwhile.
 Claims are leases (`locked_until`): if a dispatcher dies mid-send, its deliveries become due again
 once the lease runs out ([webhooks] timeout + LEASE_MARGIN seconds). A dispatcher that is closed
 (on SIGTERM) releases its claims instead, so they go out at once from another instance. While
@@ -99,12 +101,20 @@ class Dispatcher:
             self._listener = asyncio.create_task(self._listen(), name="webhooks-listen")
         while not self._closing:
             claimed = await self._poll_or_wait_for_db()
-            if claimed:
-                continue
-            # A send that ended during the claim (it set _wake) frees room the claim did not see.
-            if self.burst and not self._tasks and not self._wake.is_set():
-                return
-            await self._sleep()
+            if not claimed:
+                # A send that ended during the claim (it set _wake) frees room it did not see.
+                if self.burst and not self._tasks and not self._wake.is_set():
+                    return
+                await self._sleep()
+            await self._gather_free_slots()
+
+    async def _gather_free_slots(self) -> None:
+        """While over three quarters of the slots are busy, let a few more sends end before
+        claiming, so that a busy dispatcher claims several heads per statement group instead of
+        one per finished send (`[webhooks] claim_gather`)."""
+        busy = len(self._tasks)
+        if busy and busy > self.settings.concurrency * 3 // 4 and self.settings.claim_gather > 0:
+            await asyncio.sleep(self.settings.claim_gather)
 
     async def _poll_or_wait_for_db(self) -> int:
         """One poll; while Postgres is unreachable, claim nothing and try again next poll."""
