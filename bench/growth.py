@@ -202,9 +202,7 @@ async def run(args: argparse.Namespace, shared: servers.Shared) -> list[Target]:
         await conn.close()
     env = {"CHATSERVER_DATABASE_PARTITIONS": str(args.partitions), **dict(args.server_env)}
     for target in targets:
-        shared.key = None  # a key in each database
-        target.side = servers.start_ours(
-            shared, env={**env, "CHATSERVER_DATABASE_URL": target.url}, redis=False)
+        target.side = servers.start_ours(shared, env=env, redis=False, dsn=target.url)
     try:
         await measure(targets, args.rounds)
     finally:

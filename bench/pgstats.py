@@ -9,11 +9,11 @@ the views within about a second of each transaction, which is noise over a 10 s 
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
+
+from bench.servers import run_sync
 
 DATABASE = """
 SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS written
@@ -37,8 +37,7 @@ async def _read(dsn: str) -> dict[str, int]:
 
 
 def snapshot(dsn: str) -> dict[str, int]:
-    with ThreadPoolExecutor(1) as thread:  # callers may run inside an event loop
-        return thread.submit(asyncio.run, _read(dsn)).result()
+    return run_sync(_read(dsn))
 
 
 def change(before: dict[str, int], after: dict[str, int], seconds: float) -> dict[str, Any]:

@@ -21,9 +21,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -33,6 +35,7 @@ from chatserver.db.dsn import with_database
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 HOST = "127.0.0.1"
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -211,9 +214,7 @@ class Postgres:
         messages or webhook backlog left by the scenario before)."""
         self.databases += 1
         name = f"bench_{self.databases}"
-        # In a thread of its own: callers may be inside an event loop (bench/streams.py).
-        with ThreadPoolExecutor(1) as thread:
-            thread.submit(asyncio.run, _create_database(self.dsn, name)).result()
+        run_sync(_create_database(self.dsn, name))
         return with_database(self.dsn, name)
 
     @property
@@ -223,6 +224,13 @@ class Postgres:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.server.cleanup()
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to its end from synchronous code, in a thread of its own: callers may be
+    inside an event loop (bench/streams.py)."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 async def _create_database(dsn: str, name: str) -> None:
@@ -346,11 +354,13 @@ def create_tenants(shared: Shared, side: ServerSide, count: int) -> list[dict[st
 
 
 def start_ours(shared: Shared, instances: int = 1, env: dict[str, str] | None = None,
-               redis: bool = True, cluster: bool = False, workers: int = 0) -> ServerSide:
+               redis: bool = True, cluster: bool = False, workers: int = 0,
+               dsn: str | None = None) -> ServerSide:
     """`instances` processes of `chatserver serve` on one Postgres (and Redis unless told not;
-    a 3-primary Redis Cluster with `cluster`); with `workers`, that many `chatserver worker`
-    processes deliver the webhooks instead of the servers."""
-    dsn = shared.need_postgres().fresh_dsn()
+    a 3-primary Redis Cluster with `cluster`), on the database `dsn` (else a fresh one); with
+    `workers`, that many `chatserver worker` processes deliver the webhooks instead of the
+    servers."""
+    dsn = dsn or shared.need_postgres().fresh_dsn()
     env = _ours_env(shared, dsn, redis and not cluster, env or {})
     if workers:
         env["CHATSERVER_WEBHOOKS_RUN_IN_SERVER"] = "false"

@@ -119,14 +119,14 @@ class InputGate:
             async with self.pool.acquire() as conn:
                 rows = await store.get_policies(conn, due)
         except BaseException as exc:
-            self.reading.difference_update(due)
             if isinstance(exc, TRANSIENT_ERRORS):
                 log.warning("could not read %d input policies: %r", len(due), exc)
             batch.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        self.reading.difference_update(due)
+        finally:
+            self.reading.difference_update(due)
         found = {row["id"]: row["policy"] for row in rows}
         for conversation_id in due:
             if conversation_id in found:

@@ -25,9 +25,6 @@ SELECT last_seq, config ->> 'on_input_during_run' AS on_input FROM conversations
 WHERE id = $1 AND ($2::bigint IS NULL OR team_id = $2)
 FOR NO KEY UPDATE
 """
-SELECT_POLICY = """
-SELECT config ->> 'on_input_during_run' FROM conversations WHERE id = $1
-"""
 SELECT_POLICIES = """
 SELECT id, config ->> 'on_input_during_run' AS policy FROM conversations WHERE id = ANY($1::uuid[])
 """
@@ -122,10 +119,6 @@ async def lock_conversation(
     conn: Any, conversation_id: uuid.UUID, team_id: int | None
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(LOCK_CONVERSATION, conversation_id, team_id)
-
-
-async def get_policy(conn: Any, conversation_id: uuid.UUID) -> str | None:
-    return await conn.fetchval(SELECT_POLICY, conversation_id)
 
 
 async def get_policies(conn: Any, conversation_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
