@@ -312,3 +312,27 @@ async def test_a_slow_endpoint_times_out_and_is_retried(
     first, second = delivery["attempts"]
     assert (first["status_code"], first["error"]) == (0, "timed out")
     assert second["status_code"] == 200
+
+
+async def test_an_outcome_is_written_only_while_the_claim_holds(
+    database_url: str, aiohttp_client: Any, make_key: Any, receiver: Receiver, db: Any
+):
+    """The outcome and its attempt are one statement: a dispatcher whose claim was taken over
+    (its lease ran out, another claimed the delivery) writes neither."""
+    app = await aiohttp_client(create_app(webhook_settings(database_url, run_in_server=False)))
+    api = Api(app, await make_key("admin"))
+    conversation_id, _ = await hooked_conversation(api, receiver)
+    await api.post_message(conversation_id, "claimed twice")
+    async with db.transaction():
+        [job], _ = await webhook_store.claim_heads(db, 10, "late", 30.0, {}, 10)
+    await db.execute("UPDATE webhook_deliveries SET locked_by = 'other'")  # taken over
+    outcome = ("succeeded", 0.0, False, 200, "", None, 5)
+    assert not await webhook_store.finish_scheduled(db, job["id"], "late", *outcome)
+    assert await db.fetchval("SELECT count(*) FROM webhook_attempts") == 0
+    assert await db.fetchval("SELECT status FROM webhook_deliveries") == "pending"
+    assert await webhook_store.finish_scheduled(db, job["id"], "other", *outcome)
+    assert await db.fetchrow(
+        "SELECT status, attempt_count, locked_by FROM webhook_deliveries") == (
+        "succeeded", 1, None)
+    assert await db.fetchval("SELECT attempt FROM webhook_attempts") == 1
+    await app.close()
